@@ -1,0 +1,186 @@
+"""The classifier: Embedding -> GRU (or LSTM) -> Linear, trained with BCE-with-logits."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+
+from gru_lightning.preprocessing import TextEncoder
+
+Cell = Literal["gru", "lstm"]
+Init = Literal["torch", "keras"]
+_RNN = {"gru": nn.GRU, "lstm": nn.LSTM}
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+
+
+def keras_init_(module: nn.Module) -> None:
+    """Keras' default initializers, which matter at 3 epochs: embedding uniform(-0.05, 0.05),
+    Glorot-uniform input kernels and orthogonal recurrent kernels per gate, zero biases,
+    Glorot-uniform dense kernel."""
+    for name, param in module.named_parameters():
+        if name.startswith("embedding"):
+            nn.init.uniform_(param, -0.05, 0.05)
+        elif "bias" in name:
+            nn.init.zeros_(param)
+        elif "weight_ih" in name or "weight_hh" in name:
+            init = nn.init.xavier_uniform_ if "weight_ih" in name else nn.init.orthogonal_
+            # PyTorch stacks the gates' matrices as [gates * hidden, in]: one per gate.
+            for gate in param.data.chunk(_gates(module), dim=0):
+                init(gate)
+        else:
+            nn.init.xavier_uniform_(param)
+
+
+def _gates(module: nn.Module) -> int:
+    return 4 if isinstance(getattr(module, "rnn", None), nn.LSTM) else 3
+
+
+class SentimentRNN(L.LightningModule):
+    """Binary sentiment from token ids: the Keras notebook's model, generalised.
+
+    Args:
+        vocab_size: embedding rows (the data's `max_features`).
+        embedding_dim: embedding width.
+        hidden_size: recurrent state size per direction.
+        num_layers: stacked recurrent layers.
+        bidirectional: also read the review backwards; the two final states are concatenated.
+        dropout: dropout on the final state before the classifier, and between stacked layers.
+        cell: "gru" or "lstm".
+        init: "keras" (Keras' default initializers) or "torch" (PyTorch's).
+        lr: Adam learning rate.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 10000,
+        embedding_dim: int = 128,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        cell: Cell = "gru",
+        init: Init = "keras",
+        lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("embedding_dim", embedding_dim),
+                            ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            _positive_int(name, value)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {dropout!r}")
+        if cell not in _RNN:
+            raise ValueError(f"model.cell must be one of {sorted(_RNN)}, got {cell!r}")
+        if init not in ("torch", "keras"):
+            raise ValueError(f"model.init must be 'torch' or 'keras', got {init!r}")
+        if not lr > 0:
+            raise ValueError(f"model.lr must be positive, got {lr!r}")
+        self.save_hyperparameters()
+        self.num_directions = 2 if bidirectional else 1
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.rnn = _RNN[cell](embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
+                              bidirectional=bidirectional,
+                              dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size * self.num_directions, 1)
+        if init == "keras":
+            keras_init_(self)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        # Set from the datamodule (fit) or the checkpoint (load): how text becomes ids.
+        self.text_encoder: TextEncoder | None = None
+
+        metrics = MetricCollection(
+            {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids `[batch, time]` -> logits `[batch]`."""
+        _, state = self.rnn(self.embedding(ids))
+        hidden = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
+        # Final state of the last layer, one per direction: [directions, batch, hidden].
+        last_layer = hidden[-self.num_directions:]
+        features = torch.cat(last_layer.unbind(0), dim=-1)
+        return self.head(self.dropout(features)).squeeze(-1)
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        ids, labels = batch
+        logits = self(ids)
+        loss = self.loss_fn(logits, labels)
+        return loss, torch.sigmoid(logits), labels.long()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, probs, labels = self._shared_step(batch)
+        self.train_metrics(probs, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_metrics["acc"], on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict({k: m for k, m in self.train_metrics.items() if k != "train/acc"},
+                      on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, probs, labels = self._shared_step(batch)
+        self.val_metrics.update(probs, labels)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
+        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.val_acc_best(self.val_metrics["acc"].compute())
+            self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, probs, labels = self._shared_step(batch)
+        self.test_metrics.update(probs, labels)
+        self.log("test/loss", loss, on_epoch=True)
+        self.log_dict(self.test_metrics, on_epoch=True)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Positive-class probabilities for a batch of ids (or `(ids, labels)`)."""
+        ids = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.sigmoid(self(ids))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    # ---- preprocessing travels with the checkpoint ----------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        encoder = getattr(datamodule, "text_encoder", None)
+        if encoder is not None:
+            if encoder.vocab_size > self.hparams.vocab_size:
+                raise ValueError(
+                    f"the data's vocabulary has {encoder.vocab_size} ids but "
+                    f"model.vocab_size={self.hparams.vocab_size}; keep model.vocab_size at "
+                    "${data.max_features}"
+                )
+            self.text_encoder = encoder
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.text_encoder is not None:
+            checkpoint["text_encoder"] = self.text_encoder.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("text_encoder")
+        if saved is None:
+            return
+        if self.text_encoder is not None and self.text_encoder.to_dict() != saved:
+            raise ValueError(
+                "the checkpoint was trained with other preprocessing (vocabulary, maxlen or "
+                "padding) than this run's data; resume with the data settings it was trained with"
+            )
+        self.text_encoder = TextEncoder.from_dict(saved)

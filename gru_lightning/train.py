@@ -1,0 +1,123 @@
+"""Training entry point: Hydra composes `conf/train.yaml`, this fits, tests and reports.
+
+    python train.py                                  # the defaults (conf/train.yaml)
+    python train.py trainer.accelerator=gpu          # any config value from the command line
+    python train.py experiment=keras_seed            # the notebook's exact settings
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from gru_lightning.data import DatasetUnavailableError
+
+log = logging.getLogger(__name__)
+# conf/ sits beside the package (editable install or a checkout), as in lightning-hydra-template.
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# Errors caused by what the user typed or pointed at: shown as one message, no traceback.
+USER_ERRORS = (DatasetUnavailableError, InstantiationException, MisconfigurationException,
+               FileNotFoundError, ValueError)
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group that maps names to objects (callbacks,
+    loggers); an entry set to null is dropped, e.g. `callbacks.early_stopping=null`."""
+    return [instantiate(node) for node in (group or {}).values() if node is not None]
+
+
+def _hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The knobs a run is compared by, flat, for TensorBoard's HPARAMS tab."""
+    params: dict[str, Any] = {"seed": cfg.seed, "trainer/max_epochs": cfg.trainer.max_epochs}
+    for group in ("data", "model"):
+        for key, value in cfg[group].items():
+            if key != "_target_" and not (group == "data" and key == "cache_dir"):
+                params[f"{group}/{key}"] = value
+    return params
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, test and write `metrics.json`; returns the metrics."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
+    if cfg.test_weights not in ("best", "last"):
+        raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
+
+    L.seed_everything(cfg.seed, workers=True)
+    # Everything that can reject the config is built before any data work starts.
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.callbacks),
+                          logger=_instantiate_all(cfg.logger) or False)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("Model: %s trainable parameters", f"{n_params:,}")
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    fit_seconds = time.perf_counter() - start
+
+    metrics: dict[str, float] = {
+        k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("val/")
+    }
+    if cfg.test:
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        ckpt = "best" if cfg.test_weights == "best" and best else None
+        if cfg.test_weights == "best" and not best:
+            log.warning("No best checkpoint was saved; testing the weights as trained")
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)[0]
+        metrics.update(results)
+        print(f"Test Accuracy: {results['test/acc']:.3f}")
+
+    metrics["fit_seconds"] = fit_seconds
+    metrics["epochs"] = trainer.current_epoch
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    # The HPARAMS tab pairs each run's hyperparameters with these final values.
+    hp_metrics = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()
+                  if k in ("val/acc_best", "test/acc", "test/auroc", "test/loss")}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger) and hp_metrics:
+            logger.log_hyperparams(_hyperparameters(cfg), metrics=hp_metrics)
+            logger.finalize("success")
+    return metrics
+
+
+def _user_message(error: Exception) -> str:
+    # Hydra wraps constructor errors; the constructor's own message is the useful part.
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        return f"{type(error.__cause__).__name__}: {error.__cause__}"
+    return f"{type(error).__name__}: {error}"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except USER_ERRORS as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # let the launcher record the failed job
+        log.error("%s", _user_message(error))
+        sys.exit(1)
+    return metrics.get(cfg.get("optimized_metric") or "")
+
+
+if __name__ == "__main__":
+    main()
