@@ -19,7 +19,7 @@ import tokenizers
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gru_lightning.preprocessing import FORMAT_VERSION, Side, TextEncoder
+from gru_lightning.preprocessing import FORMAT_VERSION, Side, TextEncoder, check_side
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def _acl_reviews(source: str, split: str, signature: str) -> Iterator[dict[str, 
     with tarfile.open(path, "r:gz") as archive:
         for member in archive:
             parts = member.name.split("/")  # aclImdb/<split>/<neg|pos>/<id>_<rating>.txt
-            if member.isfile() and len(parts) == 4 and parts[1] == split and parts[2] in {"neg", "pos"}:
+            in_split = len(parts) == 4 and parts[1] == split and parts[2] in {"neg", "pos"}
+            if member.isfile() and in_split:
                 text = archive.extractfile(member).read().decode("utf-8")
                 yield {"text": text, "label": int(parts[2] == "pos")}
 
@@ -156,9 +157,8 @@ class IMDBDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
         if isinstance(max_features, bool) or not isinstance(max_features, int) or max_features < 3:
             raise ValueError(f"data.max_features must be an integer >= 3, got {max_features!r}")
-        for name, value in (("padding", padding), ("truncating", truncating)):
-            if value not in ("pre", "post"):
-                raise ValueError(f"data.{name} must be 'pre' or 'post', got {value!r}")
+        check_side("data.padding", padding)
+        check_side("data.truncating", truncating)
         if isinstance(val_size, bool) or not (
             (isinstance(val_size, int) and val_size >= 0)
             or (isinstance(val_size, float) and 0 < val_size < 1)
@@ -283,7 +283,9 @@ class IMDBDataModule(L.LightningDataModule):
         raw = self.load_raw()
         train_texts, train_labels = raw["train"]["text"], raw["train"]["label"]
         n_train = len(train_labels)
-        n_val = round(self.val_size * n_train) if isinstance(self.val_size, float) else self.val_size
+        n_val = self.val_size
+        if isinstance(n_val, float):
+            n_val = round(n_val * n_train)
         if n_val >= n_train:
             raise ValueError(f"data.val_size={self.val_size} leaves no training reviews "
                              f"(the train split has {n_train})")

@@ -122,7 +122,8 @@ class SentimentRNN(L.LightningModule):
         loss = self.loss_fn(logits, labels)
         return loss, torch.sigmoid(logits), labels.long()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor],
+                      batch_idx: int) -> torch.Tensor:
         loss, probs, labels = self._shared_step(batch)
         self.train_metrics(probs, labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)

@@ -23,9 +23,11 @@ FORMAT_VERSION = 1  # bump when the encoding of the same text changes
 _DIRECTION = {"pre": "left", "post": "right"}
 
 
-def _check_side(name: str, value: str) -> None:
+def check_side(name: str, value: str) -> None:
     if value not in _DIRECTION:
-        raise ValueError(f"{name} must be 'pre' or 'post' (as in Keras pad_sequences), got {value!r}")
+        raise ValueError(
+            f"{name} must be 'pre' or 'post' (as in Keras pad_sequences), got {value!r}"
+        )
 
 
 def build_tokenizer() -> Tokenizer:
@@ -55,8 +57,8 @@ class TextEncoder:
                  truncating: Side = "pre") -> None:
         if not isinstance(maxlen, int) or maxlen < 1:
             raise ValueError(f"maxlen must be a positive integer, got {maxlen!r}")
-        _check_side("padding", padding)
-        _check_side("truncating", truncating)
+        check_side("padding", padding)
+        check_side("truncating", truncating)
         self.tokenizer = tokenizer
         self.maxlen = maxlen
         self.padding = padding

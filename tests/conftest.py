@@ -1,0 +1,118 @@
+"""Small IMDB look-alikes that the tests write themselves, in each local format, and a
+helper that composes the real Hydra config around them."""
+
+from __future__ import annotations
+
+import random
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from gru_lightning.train import CONFIG_DIR
+
+REAL_IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"
+
+POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant", "moving"]
+NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "worst"]
+FILLER = [f"word{i}" for i in range(60)]
+
+
+def synthetic_reviews(n: int, seed: int) -> list[tuple[str, int]]:
+    """Reviews whose sentiment is learnable: a few sentiment words among filler words."""
+    rng = random.Random(seed)
+    reviews = []
+    for i in range(n):
+        label = i % 2
+        cue = POSITIVE if label else NEGATIVE
+        words = rng.choices(FILLER, k=rng.randint(8, 30)) + rng.choices(cue, k=3)
+        rng.shuffle(words)
+        reviews.append((" ".join(words).capitalize() + ".<br /><br />The end!", label))
+    return reviews
+
+
+def write_parquet_copy(root: Path, splits: dict[str, list[tuple[str, int]]]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        table = pa.table({"text": [t for t, _ in rows], "label": [y for _, y in rows]})
+        pq.write_table(table, root / f"{split}.parquet")
+    return root
+
+
+def write_acl_folder(root: Path, splits: dict[str, list[tuple[str, int]]]) -> Path:
+    for split, rows in splits.items():
+        for i, (text, label) in enumerate(rows):
+            folder = root / "aclImdb" / split / ("pos" if label else "neg")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}_{8 if label else 2}.txt").write_text(text, encoding="utf-8")
+    return root / "aclImdb"
+
+
+@pytest.fixture(scope="session")
+def reviews() -> dict[str, list[tuple[str, int]]]:
+    return {"train": synthetic_reviews(600, seed=0), "test": synthetic_reviews(200, seed=1)}
+
+
+@pytest.fixture(scope="session")
+def parquet_copy(tmp_path_factory: pytest.TempPathFactory, reviews) -> Path:
+    return write_parquet_copy(tmp_path_factory.mktemp("imdb_parquet"), reviews)
+
+
+@pytest.fixture(scope="session")
+def acl_copy(tmp_path_factory: pytest.TempPathFactory, reviews) -> Path:
+    return write_acl_folder(tmp_path_factory.mktemp("imdb_acl"), reviews)
+
+
+@pytest.fixture(scope="session")
+def acl_tarball(tmp_path_factory: pytest.TempPathFactory, acl_copy: Path) -> Path:
+    tarball = tmp_path_factory.mktemp("imdb_tar") / "aclImdb_v1.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(acl_copy, arcname="aclImdb")
+    return tarball
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path, parquet_copy: Path) -> Callable[..., DictConfig]:
+    """`conf/train.yaml` composed as `python train.py <overrides>` would, writing into
+    tmp_path, on the small parquet copy and a small, fast model."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+            cfg = compose(
+                config_name="train",
+                return_hydra_config=True,
+                overrides=[
+                    f"paths.root_dir={tmp_path}",
+                    f"paths.output_dir={tmp_path / 'run'}",
+                    f"paths.cache_dir={tmp_path / 'cache'}",
+                    f"data.local_path={parquet_copy}",
+                    "data.max_features=100",
+                    "data.maxlen=24",
+                    "data.val_size=100",
+                    "data.batch_size=32",
+                    "model.embedding_dim=16",
+                    "model.hidden_size=16",
+                    "trainer.max_epochs=1",
+                    "trainer.log_every_n_steps=5",
+                    "trainer.accelerator=cpu",
+                    "+trainer.enable_progress_bar=false",
+                    "callbacks.progress_bar=null",
+                    "callbacks.model_summary=null",
+                    *overrides,
+                ],
+            )
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                del cfg.hydra  # the task function never sees it
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

@@ -1,0 +1,188 @@
+"""The IMDB datamodule: sources, vocabulary, padding, splits, cache, errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from gru_lightning.data import DatasetUnavailableError, IMDBDataModule
+from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
+from tests.conftest import write_parquet_copy
+
+
+def make_datamodule(tmp_path: Path, local_path: Path | str | None, **kwargs) -> IMDBDataModule:
+    kwargs = {"max_features": 50, "maxlen": 16, "val_size": 100, **kwargs}
+    return IMDBDataModule(local_path=str(local_path) if local_path else None,
+                          cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+def test_splits_sizes_and_id_range(tmp_path, parquet_copy):
+    dm = make_datamodule(tmp_path, parquet_copy)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [500, 100, 200]
+    for split in dm.splits.values():
+        assert split.ids.shape[1] == 16
+        assert int(split.ids.max()) < 50 and int(split.ids.min()) >= 0
+    ids, labels = next(iter(dm.train_dataloader()))
+    assert ids.shape == (64, 16) and labels.dtype == torch.float32
+    # Hold-out is seeded: both labels present, and the same rows for the same split_seed.
+    assert 0 < dm.splits["val"].labels.mean() < 1
+
+
+def test_val_size_zero_validates_on_test(tmp_path, parquet_copy):
+    dm = make_datamodule(tmp_path, parquet_copy, val_size=0)
+    dm.setup("fit")
+    assert len(dm.splits["train"]) == 600
+    assert dm.splits["val"] is dm.splits["test"]
+
+
+def test_val_size_fraction(tmp_path, parquet_copy):
+    dm = make_datamodule(tmp_path, parquet_copy, val_size=0.25)
+    dm.setup("fit")
+    assert len(dm.splits["val"]) == 150
+
+
+def test_vocabulary_is_built_from_training_reviews_only(tmp_path):
+    train = [("alpha beta gamma", 1), ("alpha beta delta", 0)] * 10
+    test = [("zeta alpha", 1), ("zeta beta", 0)]
+    copy = write_parquet_copy(tmp_path / "copy", {"train": train, "test": test})
+    dm = make_datamodule(tmp_path, copy, val_size=0)
+    dm.setup("fit")
+    vocab = dm.text_encoder.tokenizer.get_vocab()
+    assert "alpha" in vocab and "zeta" not in vocab
+    assert dm.splits["test"].ids[0, -2].item() == UNK_ID  # "zeta" is out of vocabulary
+
+
+def test_vocabulary_is_capped_at_max_features(tmp_path):
+    texts = [" ".join(f"w{i}" for i in range(j, j + 40)) for j in range(40)]
+    encoder = TextEncoder.fit(texts, max_features=20, maxlen=50)
+    assert encoder.vocab_size == 20
+    assert int(encoder.encode(texts).max()) < 20
+
+
+@pytest.mark.parametrize(
+    ("padding", "truncating", "short", "long"),
+    [
+        # Keras pad_sequences defaults: pad in front, keep the LAST maxlen tokens.
+        ("pre", "pre", ["PAD", "PAD", "a", "b"], ["c", "d", "e", "f"]),
+        ("post", "post", ["a", "b", "PAD", "PAD"], ["a", "b", "c", "d"]),
+        ("pre", "post", ["PAD", "PAD", "a", "b"], ["a", "b", "c", "d"]),
+    ],
+)
+def test_padding_and_truncation_sides(padding, truncating, short, long):
+    encoder = TextEncoder.fit(["a b c d e f"] * 3, max_features=10, maxlen=4,
+                              padding=padding, truncating=truncating)
+    vocab = encoder.tokenizer.get_vocab()
+    ids = encoder.encode(["a b", "a b c d e f"])
+
+    def expect(words):
+        return [PAD_ID if w == "PAD" else vocab[w] for w in words]
+
+    assert ids.tolist() == [expect(short), expect(long)]
+
+
+def test_text_is_normalised_like_the_keras_word_index():
+    encoder = TextEncoder.fit(["it's a GREAT film.<br /><br />Great!"], max_features=20, maxlen=8)
+    vocab = encoder.tokenizer.get_vocab()
+    assert {"it's", "a", "great", "film"} <= set(vocab)
+    assert not {"<br", "/>", ".", "!"} & set(vocab)
+
+
+def test_second_run_hits_the_cache_and_says_so(tmp_path, parquet_copy, caplog):
+    first = make_datamodule(tmp_path, parquet_copy)
+    first.prepare_data()
+    assert first.cache_hit is False
+    first.setup("fit")
+    second = make_datamodule(tmp_path, parquet_copy)
+    with caplog.at_level(logging.INFO, logger="gru_lightning.data"):
+        second.prepare_data()
+    assert second.cache_hit is True
+    assert "skipping tokenization" in caplog.text
+    second.setup("fit")
+    assert torch.equal(first.splits["train"].ids, second.splits["train"].ids)
+
+
+def test_cache_key_changes_with_every_setting_that_changes_the_tensors(tmp_path, parquet_copy):
+    base = make_datamodule(tmp_path, parquet_copy).cache_path()
+    for change in ({"maxlen": 17}, {"max_features": 51}, {"padding": "post"},
+                   {"truncating": "post"}, {"val_size": 50}, {"split_seed": 1}):
+        assert make_datamodule(tmp_path, parquet_copy, **change).cache_path() != base, change
+    # ... but not with the loader-only settings.
+    assert make_datamodule(tmp_path, parquet_copy, batch_size=8).cache_path() == base
+
+
+def test_all_local_formats_give_the_same_tensors(tmp_path, parquet_copy, acl_copy, acl_tarball):
+    results = []
+    for source in (parquet_copy, acl_copy, acl_copy.parent, acl_tarball):
+        dm = make_datamodule(tmp_path / source.name, source, val_size=0)
+        dm.setup("fit")
+        # The Stanford layout lists neg then pos: compare as sorted (ids, label) rows.
+        rows = {split: sorted(zip(map(tuple, ds.ids.tolist()), ds.labels.tolist(), strict=True))
+                for split, ds in dm.splits.items() if split != "val"}
+        results.append(rows)
+    assert all(r == results[0] for r in results[1:])
+
+
+def test_wrong_local_path_is_a_clear_error(tmp_path):
+    dm = make_datamodule(tmp_path, tmp_path / "no_such_folder")
+    with pytest.raises(DatasetUnavailableError, match=r"(?s)does not exist.*data.local_path="):
+        dm.prepare_data()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_folder_without_imdb_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    dm = make_datamodule(tmp_path, tmp_path / "empty")
+    with pytest.raises(DatasetUnavailableError, match="holds no IMDB copy"):
+        dm.prepare_data()
+
+
+def test_corrupt_parquet_is_a_clear_error_and_keeps_the_cache(tmp_path, parquet_copy):
+    good = make_datamodule(tmp_path, parquet_copy)
+    good.prepare_data()
+    cached = sorted((tmp_path / "cache").iterdir())
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train.parquet").write_bytes(b"PAR1 this is not parquet")
+    (broken / "test.parquet").write_bytes((parquet_copy / "test.parquet").read_bytes())
+    with pytest.raises(DatasetUnavailableError, match="Could not read the IMDB copy"):
+        make_datamodule(tmp_path, broken).prepare_data()
+    assert sorted((tmp_path / "cache").iterdir()) == cached  # nothing lost, nothing half-written
+
+
+def test_unreachable_hub_fails_fast_with_a_hint(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    dm = make_datamodule(tmp_path, None)
+    start = time.perf_counter()
+    with pytest.raises(DatasetUnavailableError, match=r"(?s)unreachable.*data\.local_path="):
+        dm.prepare_data()
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"maxlen": 0}, "data.maxlen must be a positive integer"),
+        ({"batch_size": 0}, "data.batch_size must be a positive integer"),
+        ({"max_features": 2}, "data.max_features must be an integer >= 3"),
+        ({"padding": "left"}, "data.padding must be 'pre' or 'post'"),
+        ({"val_size": -1}, "data.val_size must be"),
+        ({"val_size": 1.5}, "data.val_size must be"),
+    ],
+)
+def test_bad_settings_are_rejected_up_front(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_datamodule(tmp_path, None, **kwargs)
+
+
+def test_val_size_larger_than_train_is_rejected(tmp_path, parquet_copy):
+    with pytest.raises(ValueError, match="leaves no training reviews"):
+        make_datamodule(tmp_path, parquet_copy, val_size=600).prepare_data()
+    assert not list((tmp_path / "cache").glob("*"))

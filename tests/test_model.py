@@ -1,0 +1,73 @@
+"""The LightningModule: the notebook's parameter count, shapes, options, initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gru_lightning.model import SentimentRNN
+
+
+def n_trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_default_model_has_the_keras_parameter_count():
+    # Keras: Embedding(10000,128) 1,280,000 + GRU(64) 37,248 + Dense(1) 65.
+    assert n_trainable(SentimentRNN()) == 1_317_313
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "features"),
+    [
+        ({}, 64),
+        ({"cell": "lstm"}, 64),
+        ({"bidirectional": True}, 128),
+        ({"num_layers": 2, "dropout": 0.2}, 64),
+        ({"num_layers": 3, "bidirectional": True, "cell": "lstm", "init": "torch"}, 128),
+    ],
+)
+def test_forward_shapes(kwargs, features):
+    model = SentimentRNN(vocab_size=100, **kwargs)
+    assert model.head.in_features == features
+    logits = model(torch.randint(0, 100, (5, 12)))
+    assert logits.shape == (5,)
+    probs = model.predict_step(torch.randint(0, 100, (3, 12), dtype=torch.int32), 0)
+    assert probs.shape == (3,) and bool(((probs > 0) & (probs < 1)).all())
+
+
+def test_lstm_parameter_count():
+    # 4 gates instead of 3: 4 * 64 * (128 + 64) + 2 * 4 * 64 weights and biases.
+    assert n_trainable(SentimentRNN(cell="lstm")) == 1_280_000 + 49_664 + 65
+
+
+def test_keras_init():
+    torch.manual_seed(0)
+    model = SentimentRNN(vocab_size=1000, hidden_size=32, init="keras")
+    assert model.embedding.weight.abs().max() <= 0.05
+    for name, param in model.rnn.named_parameters():
+        if "bias" in name:
+            assert torch.count_nonzero(param) == 0
+        if "weight_hh" in name:
+            for gate in param.chunk(3):
+                torch.testing.assert_close(gate @ gate.T, torch.eye(32), atol=1e-5, rtol=0)
+    assert torch.count_nonzero(model.head.bias) == 0
+    # PyTorch's own init is different: uniform(+-1/sqrt(hidden)) biases are not zero.
+    assert torch.count_nonzero(SentimentRNN(vocab_size=1000, init="torch").rnn.bias_hh_l0) > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden_size": 0}, "model.hidden_size must be a positive integer, got 0"),
+        ({"embedding_dim": -3}, "model.embedding_dim must be a positive integer"),
+        ({"num_layers": 0}, "model.num_layers must be a positive integer"),
+        ({"dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
+        ({"cell": "rnn"}, "model.cell must be one of"),
+        ({"init": "xavier"}, "model.init must be 'torch' or 'keras'"),
+        ({"lr": 0}, "model.lr must be positive"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SentimentRNN(**kwargs)

@@ -1,0 +1,149 @@
+"""The training entry point, driven through Hydra: in-process with `compose` for speed, and
+as `python train.py ...` subprocesses for what a user sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gru_lightning.model import SentimentRNN
+from gru_lightning.preprocessing import TextEncoder
+from gru_lightning.train import train
+from tests.conftest import synthetic_reviews
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_entry(*overrides: str, tmp_path: Path, env: dict[str, str] | None = None,
+              ) -> subprocess.CompletedProcess:
+    """`python train.py <overrides>` as a user types it, writing under tmp_path."""
+    return subprocess.run(
+        [sys.executable, "train.py", f"hydra.run.dir={tmp_path / 'run'}",
+         f"paths.cache_dir={tmp_path / 'cache'}", *overrides],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_fast_dev_run_through_the_entry_point(tmp_path, parquet_copy):
+    result = run_entry("debug=fast_dev_run", f"data.local_path={parquet_copy}",
+                       "data.max_features=100", "data.val_size=100", "model.hidden_size=8",
+                       tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Test Accuracy: " in result.stdout
+    assert "Trainable params" in result.stdout + result.stderr  # the model summary
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0 <= metrics["test/acc"] <= 1
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "hidden_size: 8" in config and "vocab_size: 100" in config  # resolved
+
+
+def test_learns_synthetic_reviews(compose_train):
+    metrics = train(compose_train("trainer.max_epochs=6"))
+    assert metrics["test/acc"] >= 0.95
+    assert metrics["val/acc_best"] >= 0.95
+
+
+def test_run_folder_holds_checkpoints_metrics_and_tensorboard_scalars(compose_train):
+    cfg = compose_train("trainer.max_epochs=2", "trainer.log_every_n_steps=2")
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and len(checkpoints) == 2
+    assert json.loads((run / "metrics.json").read_text())["test/acc"] == metrics["test/acc"]
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    expected = {"train/loss_step", "train/loss_epoch", "train/acc_step", "train/acc_epoch",
+                "val/loss", "val/acc", "val/f1", "val/auroc", "test/acc", "test/loss",
+                "hp/val_acc_best", "hp/test_acc"}
+    assert expected <= scalars, expected - scalars
+    assert len(events.Scalars("val/acc")) == 2  # one per epoch
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def test_same_seed_same_metrics(compose_train, tmp_path):
+    first = train(compose_train("seed=7"))
+    second = train(compose_train("seed=7", f"paths.output_dir={tmp_path / 'again'}"))
+    third = train(compose_train("seed=8", f"paths.output_dir={tmp_path / 'other'}"))
+    keys = ("val/acc", "test/acc", "test/loss")
+    assert [first[k] for k in keys] == [second[k] for k in keys]
+    assert first["test/loss"] != third["test/loss"]
+
+
+def test_resume_from_checkpoint(compose_train, tmp_path):
+    cfg = compose_train("trainer.max_epochs=1")
+    train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = train(compose_train("trainer.max_epochs=2", f"ckpt_path={last}",
+                                  f"paths.output_dir={tmp_path / 'resumed'}"))
+    assert resumed["epochs"] == 2
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["epoch"] == 1  # the second epoch, counted from 0
+
+
+def test_checkpoint_alone_can_classify_text(compose_train):
+    cfg = compose_train("trainer.max_epochs=4")
+    train(cfg)
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    model = SentimentRNN.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert isinstance(model.text_encoder, TextEncoder)
+    assert model.text_encoder.maxlen == 24 and model.text_encoder.padding == "pre"
+    model.eval()
+    new_reviews = synthetic_reviews(20, seed=99)  # unseen, same distribution
+    ids = model.text_encoder.encode([text for text, _ in new_reviews])
+    with torch.no_grad():
+        predicted = model.predict_step(ids, 0) > 0.5
+    labels = torch.tensor([label for _, label in new_reviews], dtype=torch.bool)
+    assert (predicted == labels).float().mean() >= 0.9
+
+
+def test_resume_with_other_preprocessing_is_refused(compose_train, tmp_path):
+    cfg = compose_train()
+    train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="other preprocessing"):
+        train(compose_train("data.maxlen=30", "trainer.max_epochs=2", f"ckpt_path={last}",
+                            f"paths.output_dir={tmp_path / 'resumed'}"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "message"),
+    [
+        (["model.hidden_size=0"], {}, "model.hidden_size must be a positive integer, got 0"),
+        (["data.maxlen=0"], {}, "data.maxlen must be a positive integer, got 0"),
+        (["trainer.accelerator=tpu9"], {}, "invalid accelerator name"),
+        (["data.local_path=/no/such/imdb"], {}, "'/no/such/imdb' does not exist"),
+        (["ckpt_path=/no/such.ckpt"], {}, "no such checkpoint file"),
+        # No local copy and no route to the Hub (nothing listens on port 9).
+        ([], {"HF_ENDPOINT": "http://127.0.0.1:9"}, "the Hugging Face Hub is unreachable"),
+    ],
+)
+def test_user_errors_are_one_clear_message(tmp_path, parquet_copy, overrides, env, message):
+    if not any(o.startswith("data.local_path") for o in overrides) and not env:
+        overrides = [*overrides, f"data.local_path={parquet_copy}"]
+    result = run_entry(*overrides, tmp_path=tmp_path, env={"HF_HUB_OFFLINE": "0", **env})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert message in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "cache").exists()  # failed before any data work
+
+
+def test_corrupt_parquet_through_the_entry_point(tmp_path, parquet_copy):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train.parquet").write_bytes(b"PAR1 not really")
+    (broken / "test.parquet").write_bytes((parquet_copy / "test.parquet").read_bytes())
+    result = run_entry(f"data.local_path={broken}", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "Could not read the IMDB copy" in result.stderr + result.stdout
+    assert not list((tmp_path / "cache").glob("*.pt"))
