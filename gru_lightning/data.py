@@ -144,7 +144,7 @@ class IMDBDataModule(L.LightningDataModule):
         maxlen: int = 100,
         padding: Side = "pre",
         truncating: Side = "pre",
-        val_size: int | float = 2500,
+        val_size: int | float = 1000,
         split_seed: int = 42,
         batch_size: int = 64,
         eval_batch_size: int = 256,
