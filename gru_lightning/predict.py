@@ -1,0 +1,266 @@
+"""Classify new reviews with a trained checkpoint, from Python or the shell.
+
+    python -m gru_lightning.predict CKPT "A wonderful film." "Dull and far too long."
+    python -m gru_lightning.predict CKPT --file reviews.txt        # one review per line
+    python -m gru_lightning.predict CKPT --file reviews.csv --text-column review --jsonl
+    cat reviews.txt | python -m gru_lightning.predict CKPT --file -
+    python -m gru_lightning.predict CKPT --export exported/        # torch.export + tokenizer
+
+    from gru_lightning.predict import SentimentClassifier
+    SentimentClassifier.from_checkpoint("last.ckpt").predict(["A wonderful film."])
+
+Plain argparse, not Hydra: reviews are free text, and Hydra's override grammar would
+reinterpret their commas, quotes and `=` signs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import pickle
+import sys
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gru_lightning.model import SentimentRNN
+from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
+
+LABELS = ("neg", "pos")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used for prediction."""
+
+
+@dataclass
+class Prediction:
+    label: str | None  # "pos" / "neg"; None where the review could not be classified
+    probability: float | None  # P(positive)
+    warning: str | None = None
+    error: str | None = None
+
+
+class SentimentClassifier:
+    """A trained model plus the exact preprocessing it was trained with."""
+
+    def __init__(self, model: SentimentRNN, device: str | torch.device | None = None) -> None:
+        if model.text_encoder is None:
+            raise CheckpointError("the model carries no text encoder (vocabulary, maxlen)")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.encoder: TextEncoder = model.text_encoder
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path,
+                        device: str | torch.device | None = None) -> SentimentClassifier:
+        """Load a checkpoint written by `python train.py`; needs no access to the dataset."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError,
+                zipfile.BadZipFile) as error:
+            raise CheckpointError(
+                f"{str(path)!r} is not a readable checkpoint ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''})"
+            ) from error
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise CheckpointError(f"{str(path)!r} is not a Lightning checkpoint")
+        if "text_encoder" not in checkpoint or "hyper_parameters" not in checkpoint:
+            raise CheckpointError(
+                f"{str(path)!r} holds no preprocessing (vocabulary, maxlen, padding): it was "
+                "not written by this version of gru-lightning's train.py"
+            )
+        try:
+            model = SentimentRNN(**checkpoint["hyper_parameters"])
+            model.on_load_checkpoint(checkpoint)
+            model.load_state_dict(checkpoint["state_dict"])
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{str(path)!r} is incompatible with this version of gru-lightning: {error}"
+            ) from error
+        return cls(model, device)
+
+    @torch.inference_mode()
+    def _classify(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """P(positive) and the number of in-vocabulary words, per text."""
+        probabilities, known_words = [torch.zeros(0)], [torch.zeros(0, dtype=torch.long)]
+        for start in range(0, len(texts), batch_size):
+            ids = self.encoder.encode(texts[start : start + batch_size])
+            known_words.append(((ids != PAD_ID) & (ids != UNK_ID)).sum(dim=1))
+            probabilities.append(self.model.predict_step(ids.to(self.device), 0).float().cpu())
+        return torch.cat(probabilities), torch.cat(known_words)
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """P(positive) per text, as a float tensor on the CPU."""
+        return self._classify(list(texts), batch_size)[0]
+
+    def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[Prediction]:
+        """A label and probability per text; a text that cannot be classified gets an error
+        and the others are unaffected."""
+        texts = list(texts)
+        results: list[Prediction | None] = [None] * len(texts)
+        usable = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                results[i] = Prediction(None, None, error=f"not text: {type(text).__name__}")
+            elif not text.strip():
+                results[i] = Prediction(None, None, error="empty review")
+            else:
+                usable.append(i)
+        probabilities, known_words = self._classify([texts[i] for i in usable], batch_size)
+        for i, p, known in zip(usable, probabilities.tolist(), known_words.tolist(), strict=True):
+            warning = None if known else (
+                "no word of this review is in the model's vocabulary: the prediction says "
+                "nothing about its text"
+            )
+            results[i] = Prediction(LABELS[p >= 0.5], p, warning=warning)
+        return results  # type: ignore[return-value]
+
+    def export(self, directory: str | Path) -> Path:
+        """Write `model.pt2` (torch.export; load with `torch.export.load(...).module()`, takes
+        int64 ids `[batch, maxlen]`, returns logits) and `text_encoder.json` beside it."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model = self.model.to("cpu")
+        example = torch.zeros((2, self.encoder.maxlen), dtype=torch.long)
+        batch = torch.export.Dim("batch", min=1)
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, directory / "model.pt2")
+        (directory / "text_encoder.json").write_text(json.dumps(self.encoder.to_dict()))
+        self.model.to(self.device)
+        return directory / "model.pt2"
+
+
+# ---- reading reviews ---------------------------------------------------------------------
+
+
+def _decode(raw: bytes, source: str, notes: list[str]) -> str:
+    """UTF-8, with undecodable bytes replaced (U+FFFD) and the user told which lines."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    bad = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(str(number))
+    shown = ", ".join(bad[:10]) + (", ..." if len(bad) > 10 else "")
+    notes.append(f"{source}: line(s) {shown} are not valid UTF-8; decoded with replacement "
+                 "characters (U+FFFD)")
+    return raw.decode("utf-8", errors="replace")
+
+
+def read_reviews(path: str, text_column: str = "text") -> tuple[list[str], list[str]]:
+    """Reviews from a file ("-" for standard input): `.csv` and `.jsonl` by `text_column`,
+    anything else one review per line. Returns (reviews, notes for the user)."""
+    notes: list[str] = []
+    if path == "-":
+        raw, name = sys.stdin.buffer.read(), "<stdin>"
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"review file {path!r} does not exist")
+        raw, name = file.read_bytes(), path
+    text = _decode(raw, name, notes)
+    if name.endswith(".csv"):
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if rows and text_column not in rows[0]:
+            raise ValueError(f"{name}: no column {text_column!r} (columns: {list(rows[0])}); "
+                             "choose one with --text-column")
+        return [row[text_column] or "" for row in rows], notes
+    if name.endswith(".jsonl"):
+        reviews = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                reviews.append(record[text_column])
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                notes.append(f"{name}:{number}: skipped, not a JSON object with a "
+                              f"{text_column!r} field ({type(error).__name__})")
+        return reviews, notes
+    return text.splitlines(), notes
+
+
+def _format_table(texts: Sequence[str], predictions: list[Prediction]) -> str:
+    lines = [f"{'#':>5}  {'label':5}  {'P(pos)':>6}  review"]
+    for i, (text, p) in enumerate(zip(texts, predictions, strict=True)):
+        shown = " ".join(str(text).split())
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        if p.error:
+            lines.append(f"{i:>5}  {'-':5}  {'-':>6}  {shown}  [error: {p.error}]")
+        else:
+            flag = "  [warning: no known words]" if p.warning else ""
+            lines.append(f"{i:>5}  {p.label:5}  {p.probability:6.3f}  {shown}{flag}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gru_lightning.predict",
+        description="Classify movie reviews with a checkpoint from `python train.py`.")
+    parser.add_argument("checkpoint", help="a .ckpt file written by train.py")
+    parser.add_argument("texts", nargs="*", help="reviews to classify")
+    parser.add_argument("--file", action="append", default=[],
+                        help="reviews from a file: .csv/.jsonl (see --text-column) or one per "
+                             "line; '-' reads standard input. May be repeated.")
+    parser.add_argument("--text-column", default="text", help="column of .csv/.jsonl files")
+    parser.add_argument("--jsonl", action="store_true", help="JSON Lines instead of a table")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
+    parser.add_argument("--export", metavar="DIR",
+                        help="write model.pt2 and text_encoder.json to DIR, then exit")
+    args = parser.parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+    try:
+        classifier = SentimentClassifier.from_checkpoint(args.checkpoint, args.device)
+    except (FileNotFoundError, CheckpointError) as error:
+        return fail(str(error))
+    if args.export:
+        print(f"exported to {classifier.export(args.export)}")
+        return 0
+
+    texts = list(args.texts)
+    try:
+        for path in args.file:
+            reviews, notes = read_reviews(path, args.text_column)
+            texts += reviews
+            for note in notes:
+                print(f"warning: {note}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as error:
+        return fail(str(error))
+    if not texts:
+        return fail("no reviews given: pass texts, or --file PATH (or --file - for stdin)")
+
+    predictions = classifier.predict(texts, args.batch_size)
+    if args.jsonl:
+        for text, p in zip(texts, predictions, strict=True):
+            record: dict[str, Any] = {"text": text, **asdict(p)}
+            print(json.dumps({k: v for k, v in record.items() if v is not None}))
+    else:
+        print(_format_table(texts, predictions))
+    failed = sum(p.error is not None for p in predictions)
+    if failed:
+        print(f"warning: {failed} of {len(texts)} review(s) could not be classified",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
