@@ -1,0 +1,60 @@
+"""Predict the 25k IMDB test reviews through the command line and compare with the run's
+own `trainer.test` accuracy; report reviews/s.
+
+    python bench/predict_speed.py outputs/<date>/<time> ../shared/data/imdb/test.parquet
+
+Uses the run's best checkpoint (the one `trainer.test` used with test_weights=best).
+Writes bench/results/predict_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(run_dir: str, test_parquet: str) -> None:
+    run = Path(run_dir)
+    best = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    if len(best) != 1:
+        sys.exit(f"expected one best checkpoint in {run / 'checkpoints'}, found {len(best)}")
+    table = pq.read_table(test_parquet, columns=["text", "label"]).to_pylist()
+    with tempfile.TemporaryDirectory() as tmp:
+        reviews = Path(tmp) / "test.jsonl"
+        reviews.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in table))
+        start = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "gru_lightning.predict", str(best[0]), "--file",
+             str(reviews), "--jsonl"], capture_output=True, text=True, check=True)
+        seconds = time.perf_counter() - start  # the whole command: start-up and reading too
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    correct = sum(row["label"] == ("pos" if r["label"] else "neg")
+                  for row, r in zip(rows, table, strict=True))
+    report = {
+        "checkpoint": str(best[0]), "reviews": len(rows), "seconds": seconds,
+        "reviews_per_s": len(rows) / seconds, "command_accuracy": correct / len(rows),
+        "trainer_test_accuracy": json.loads((run / "metrics.json").read_text())["test/acc"],
+    }
+    lines = [
+        f"`python bench/predict_speed.py {run_dir} {test_parquet}`", "",
+        "| reviews | command s | reviews/s | command accuracy | trainer.test accuracy |",
+        "|---|---|---|---|---|",
+        f"| {len(rows):,} | {seconds:.1f} | {report['reviews_per_s']:,.0f} | "
+        f"{report['command_accuracy']:.4f} | {report['trainer_test_accuracy']:.4f} |",
+    ]
+    print("\n".join(lines))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "predict_speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "predict_speed.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
