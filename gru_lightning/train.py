@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,11 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+import gru_lightning.sweep  # noqa: F401  registers ${swept_overrides:...} for job folder names
 from gru_lightning.data import DatasetUnavailableError
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("Model: %s trainable parameters", f"{n_params:,}")
 
-    start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    fit_seconds = time.perf_counter() - start
 
-    metrics: dict[str, float] = {
+    metrics: dict[str, Any] = {
         k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("val/")
     }
     if cfg.test:
@@ -87,9 +86,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(results)
         print(f"Test Accuracy: {results['test/acc']:.3f}")
 
-    metrics["fit_seconds"] = fit_seconds
     metrics["epochs"] = trainer.current_epoch
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics["params"] = n_params
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is not None and trainer.current_epoch:
+        # Timer's state is checkpointed, so a resumed run counts all of its epochs.
+        metrics["seconds_per_epoch"] = timer.time_elapsed("train") / trainer.current_epoch
+    write_status(output_dir, "completed", metrics)
     # The HPARAMS tab pairs each run's hyperparameters with these final values.
     hp_metrics = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()
                   if k in ("val/acc_best", "test/acc", "test/auroc", "test/loss")}
@@ -98,6 +101,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             logger.log_hyperparams(_hyperparameters(cfg), metrics=hp_metrics)
             logger.finalize("success")
     return metrics
+
+
+def write_status(output_dir: Path, status: str, metrics: dict[str, Any]) -> None:
+    """`metrics.json`: what the sweep report and users read back."""
+    record = {"status": status, **metrics}
+    (output_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _user_message(error: Exception) -> str:
@@ -111,12 +120,19 @@ def _user_message(error: Exception) -> str:
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    except USER_ERRORS as error:
+    except Exception as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # let the launcher record the failed job
-        log.error("%s", _user_message(error))
-        sys.exit(1)
-    return metrics.get(cfg.get("optimized_metric") or "")
+            # One failed job must not stop the sweep (Hydra's launchers stop at the first
+            # exception): record it for the report, and give the sweeper NaN, which
+            # Optuna records as a failed trial.
+            log.exception("Job failed: %s", _user_message(error))
+            write_status(Path(cfg.paths.output_dir), "failed", {"error": _user_message(error)})
+            return float("nan")
+        if isinstance(error, USER_ERRORS):
+            log.error("%s", _user_message(error))
+            sys.exit(1)
+        raise
+    return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
 
 
 if __name__ == "__main__":

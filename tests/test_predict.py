@@ -122,7 +122,7 @@ def test_command_line_texts_files_and_stdin(checkpoint, tmp_path):
 
 def test_non_utf8_file_is_decoded_with_replacement_and_said(tmp_path, checkpoint):
     path = tmp_path / "latin1.txt"
-    path.write_bytes("great wonderful superb\n".encode() + "caf\xe9 awful boring\n".encode(
+    path.write_bytes(b"great wonderful superb\n" + "caf\xe9 awful boring\n".encode(
         "latin-1"))
     texts, notes = read_reviews(str(path))
     assert texts[1] == "caf\ufffd awful boring" and "line(s) 2 are not valid UTF-8" in notes[0]

@@ -59,7 +59,7 @@ def test_run_folder_holds_checkpoints_metrics_and_tensorboard_scalars(compose_tr
     assert "last.ckpt" in checkpoints and len(checkpoints) == 2
     assert json.loads((run / "metrics.json").read_text())["test/acc"] == metrics["test/acc"]
 
-    events = EventAccumulator(str(run / "tensorboard"))
+    events = EventAccumulator(str(run))  # event files sit in the run folder itself
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     expected = {"train/loss_step", "train/loss_epoch", "train/acc_step", "train/acc_epoch",
