@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import lightning as L
 import tokenizers
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from gru_lightning.preprocessing import FORMAT_VERSION, Side, TextEncoder, check_side
@@ -317,16 +318,18 @@ class IMDBDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         path = self.cache_path()
-        self.cache_hit = path.exists()
-        if self.cache_hit:
-            log.info("Tokenized IMDB found in cache %s: skipping tokenization", path)
-            return
-        data = self._tokenize()
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: parallel sweep jobs never read a half-written file.
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        torch.save(data, partial)
-        os.replace(partial, path)
+        # Parallel sweep jobs wait for the one that tokenizes, then all read its cache.
+        with FileLock(str(path) + ".lock"):
+            self.cache_hit = path.exists()
+            if self.cache_hit:
+                log.info("Tokenized IMDB found in cache %s: skipping tokenization", path)
+                return
+            data = self._tokenize()
+            # Write then rename: a crash never leaves a half-written cache file behind.
+            partial = path.with_suffix(f".{os.getpid()}.partial")
+            torch.save(data, partial)
+            os.replace(partial, path)
         log.info("Cached tokenized IMDB to %s", path)
 
     def setup(self, stage: str | None = None) -> None:

@@ -144,14 +144,16 @@ def test_folder_without_imdb_is_a_clear_error(tmp_path):
 def test_corrupt_parquet_is_a_clear_error_and_keeps_the_cache(tmp_path, parquet_copy):
     good = make_datamodule(tmp_path, parquet_copy)
     good.prepare_data()
-    cached = sorted((tmp_path / "cache").iterdir())
+    cached = sorted((tmp_path / "cache").glob("*.pt"))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "train.parquet").write_bytes(b"PAR1 this is not parquet")
     (broken / "test.parquet").write_bytes((parquet_copy / "test.parquet").read_bytes())
     with pytest.raises(DatasetUnavailableError, match="Could not read the IMDB copy"):
         make_datamodule(tmp_path, broken).prepare_data()
-    assert sorted((tmp_path / "cache").iterdir()) == cached  # nothing lost, nothing half-written
+    # Nothing lost, nothing half-written (only a lock file may be left).
+    assert sorted((tmp_path / "cache").glob("*.pt")) == cached
+    assert not list((tmp_path / "cache").glob("*.partial"))
 
 
 def test_unreachable_hub_fails_fast_with_a_hint(tmp_path, monkeypatch):
@@ -185,4 +187,4 @@ def test_bad_settings_are_rejected_up_front(tmp_path, kwargs, message):
 def test_val_size_larger_than_train_is_rejected(tmp_path, parquet_copy):
     with pytest.raises(ValueError, match="leaves no training reviews"):
         make_datamodule(tmp_path, parquet_copy, val_size=600).prepare_data()
-    assert not list((tmp_path / "cache").glob("*"))
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock"]
