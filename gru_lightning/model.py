@@ -7,7 +7,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 from gru_lightning.preprocessing import TextEncoder
@@ -57,6 +57,8 @@ class SentimentRNN(L.LightningModule):
         cell: "gru" or "lstm".
         init: "keras" (Keras' default initializers) or "torch" (PyTorch's).
         lr: Adam learning rate.
+        fused_adam: Adam's fused kernel (one op for all parameters): the same update rule,
+            ~3 ms less per step on a 2-core CPU; rounding may differ from the for-each one.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class SentimentRNN(L.LightningModule):
         cell: Cell = "gru",
         init: Init = "keras",
         lr: float = 1e-3,
+        fused_adam: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("embedding_dim", embedding_dim),
@@ -103,14 +106,13 @@ class SentimentRNN(L.LightningModule):
                 prefix=prefix,
             )
 
-        # Training logs accuracy per step too; computing F1 and AUROC per batch as well
-        # would cost ~1 ms a step on CPU, so those are only accumulated for the epoch.
-        self.train_acc = BinaryAccuracy()
-        self.train_epoch_metrics = MetricCollection(
-            {"f1": BinaryF1Score(), "auroc": BinaryAUROC()}, prefix="train/"
-        )
-        self.val_metrics = metrics("val/")
-        self.test_metrics = metrics("test/")
+        # Each stage accumulates its metrics and mean loss with cheap updates, and logs them
+        # once per epoch (torchmetrics syncs them across DDP processes). Training also logs
+        # per step, but only on the steps the logger writes: on a 2-core CPU each self.log
+        # call costs ~0.4 ms and a Metric's forward more, together ~8% of a 25 ms step.
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_metrics", metrics(f"{stage}/"))
+            setattr(self, f"{stage}_loss", MeanMetric())
         self.val_acc_best = MaxMetric()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -124,42 +126,55 @@ class SentimentRNN(L.LightningModule):
 
     # ---- steps ----------------------------------------------------------------------------
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def _update(self, stage: str,
+                batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Loss and probabilities of a batch, accumulated into the stage's epoch metrics."""
         ids, labels = batch
         logits = self(ids)
         loss = self.loss_fn(logits, labels)
-        return loss, torch.sigmoid(logits), labels.long()
+        probs = torch.sigmoid(logits.detach())
+        getattr(self, f"{stage}_metrics").update(probs, labels.long())
+        getattr(self, f"{stage}_loss").update(loss.detach(), weight=len(labels))
+        return loss, probs, labels
+
+    def _epoch_values(self, stage: str) -> dict[str, torch.Tensor]:
+        metrics, loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
+        values = {**metrics.compute(), f"{stage}/loss": loss.compute()}
+        metrics.reset()
+        loss.reset()
+        return values
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor],
                       batch_idx: int) -> torch.Tensor:
-        loss, probs, labels = self._shared_step(batch)
-        self.train_acc(probs, labels)
-        self.train_epoch_metrics.update(probs, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=True, on_epoch=True, prog_bar=True)
+        loss, probs, labels = self._update("train", batch)
+        # global_step counts finished steps: this step is number global_step + 1.
+        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            batch_acc = ((probs >= 0.5) == labels).float().mean()
+            self.log_dict({"train/loss_step": loss, "train/acc_step": batch_acc},
+                          on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        # Logged once here rather than registered every step: self.log costs per call.
-        self.log_dict(self.train_epoch_metrics.compute())
-        self.train_epoch_metrics.reset()
+        values = self._epoch_values("train")
+        values["train/acc_epoch"] = values.pop("train/acc")
+        values["train/loss_epoch"] = values.pop("train/loss")
+        self.log_dict(values, prog_bar=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, probs, labels = self._shared_step(batch)
-        self.val_metrics.update(probs, labels)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
-        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
+        self._update("val", batch)
 
     def on_validation_epoch_end(self) -> None:
+        values = self._epoch_values("val")
         if not self.trainer.sanity_checking:
-            self.val_acc_best(self.val_metrics["acc"].compute())
-            self.log("val/acc_best", self.val_acc_best.compute())
+            self.val_acc_best(values["val/acc"])
+            values["val/acc_best"] = self.val_acc_best.compute()
+        self.log_dict(values, prog_bar=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, probs, labels = self._shared_step(batch)
-        self.test_metrics.update(probs, labels)
-        self.log("test/loss", loss, on_epoch=True)
-        self.log_dict(self.test_metrics, on_epoch=True)
+        self._update("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self._epoch_values("test"))
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Positive-class probabilities for a batch of ids (or `(ids, labels)`)."""
@@ -167,7 +182,8 @@ class SentimentRNN(L.LightningModule):
         return torch.sigmoid(self(ids))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
+                                fused=self.hparams.fused_adam or None)
 
     # ---- preprocessing travels with the checkpoint ----------------------------------------
 
