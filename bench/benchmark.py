@@ -78,6 +78,7 @@ def data_preparation(cfg: DictConfig, cache: str) -> tuple[IMDBDataModule, dict[
 def hand_loop_epoch(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
     """The plain PyTorch loop a person would write: shuffle, slice, step; then evaluate."""
     torch.manual_seed(cfg.seed)
+    torch.set_flush_denormal(False)  # PyTorch's default; the project's runs set their own
     model = instantiate(cfg.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -120,6 +121,7 @@ class EpochTimer(L.Callback):
 def project_epoch(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
     """One epoch of exactly what `python train.py` runs: its callbacks, logger, metrics."""
     L.seed_everything(cfg.seed)
+    torch.set_flush_denormal(cfg.flush_denormal)  # as train.py does
     timer = EpochTimer()
     model = instantiate(cfg.model)
     trainer = instantiate(cfg.trainer, callbacks=[*_instantiate_all(cfg.callbacks), timer],
@@ -150,8 +152,10 @@ def inference(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
 
 def training_samples_per_s(batch_size: int, hidden_size: int, maxlen: int,
                            steps: int = 8) -> float:
-    """Training steps (forward, backward, the model's optimizer) on random ids."""
+    """Training steps (forward, backward, the model's optimizer) on random ids, with
+    denormals flushed as train.py does by default."""
     torch.manual_seed(0)
+    torch.set_flush_denormal(True)
     model = SentimentRNN(hidden_size=hidden_size)
     optimizer = model.configure_optimizers()
     ids = torch.randint(0, 10000, (batch_size, maxlen))

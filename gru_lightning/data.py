@@ -135,6 +135,9 @@ class IMDBDataModule(L.LightningDataModule):
             runs with different seeds share one validation set (and one cache entry).
         batch_size: training batch size; eval_batch_size: for validation and test.
         cache_dir: where tokenized splits are cached, keyed by everything that changes them.
+        tensors_on_device: on an accelerator, move the splits to it once in `setup`, so each
+            batch is gathered on the device with no host-to-device copy (IMDB at maxlen 100
+            is ~20 MB). No effect on the CPU.
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class IMDBDataModule(L.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 256,
         cache_dir: str = ".cache",
+        tensors_on_device: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("maxlen", maxlen), ("batch_size", batch_size),
@@ -179,6 +183,7 @@ class IMDBDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.cache_dir = Path(cache_dir).expanduser()
+        self.tensors_on_device = tensors_on_device
         self.text_encoder: TextEncoder | None = None
         self.splits: dict[str, TensorBatchDataset] = {}
         self.cache_hit: bool | None = None  # set by prepare_data: was tokenization skipped?
@@ -344,6 +349,10 @@ class IMDBDataModule(L.LightningDataModule):
                        for name, s in data["splits"].items()}
         # val_size=0: validate on the test split, as the Keras notebook did.
         self.splits.setdefault("val", self.splits["test"])
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if self.tensors_on_device and device is not None and device.type != "cpu":
+            for split in self.splits.values():
+                split.ids, split.labels = split.ids.to(device), split.labels.to(device)
 
     # ---- batches --------------------------------------------------------------------------
 

@@ -188,3 +188,20 @@ def test_val_size_larger_than_train_is_rejected(tmp_path, parquet_copy):
     with pytest.raises(ValueError, match="leaves no training reviews"):
         make_datamodule(tmp_path, parquet_copy, val_size=600).prepare_data()
     assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock"]
+
+
+def test_splits_move_to_an_accelerator_once(tmp_path, parquet_copy):
+    from types import SimpleNamespace
+
+    dm = make_datamodule(tmp_path, parquet_copy)
+    # A stand-in for a Trainer on an accelerator: "meta" tensors need no GPU.
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
+    dm.setup("fit")
+    assert {split.ids.device.type for split in dm.splits.values()} == {"meta"}
+    ids, labels = next(iter(dm.train_dataloader()))
+    assert ids.device.type == "meta" and labels.device.type == "meta"
+
+    on_cpu = make_datamodule(tmp_path, parquet_copy, tensors_on_device=False)
+    on_cpu.trainer = dm.trainer
+    on_cpu.setup("fit")
+    assert on_cpu.splits["train"].ids.device.type == "cpu"

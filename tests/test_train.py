@@ -147,3 +147,23 @@ def test_corrupt_parquet_through_the_entry_point(tmp_path, parquet_copy):
     assert result.returncode == 1
     assert "Could not read the IMDB copy" in result.stderr + result.stdout
     assert not list((tmp_path / "cache").glob("*.pt"))
+
+
+def test_ddp_on_two_cpu_processes_syncs_metrics(tmp_path, parquet_copy):
+    """Test accuracy under DDP (each process sees half of the test set) must equal one
+    process's accuracy over the whole test set with the same checkpoint."""
+    result = run_entry("trainer=ddp_cpu", f"data.local_path={parquet_copy}",
+                       "data.max_features=100", "data.val_size=100", "data.maxlen=24",
+                       "model.hidden_size=16", "model.embedding_dim=16", "trainer.max_epochs=3",
+                       "callbacks.progress_bar=null", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = tmp_path / "run"
+    ddp_acc = json.loads((run / "metrics.json").read_text())["test/acc"]
+    best = next(p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt")
+    from gru_lightning.predict import SentimentClassifier
+
+    classifier = SentimentClassifier.from_checkpoint(best, device="cpu")
+    texts = [t for t, _ in synthetic_reviews(200, seed=1)]  # the parquet copy's test split
+    labels = torch.tensor([y for _, y in synthetic_reviews(200, seed=1)])
+    single = ((classifier.predict_proba(texts) >= 0.5).long() == labels).float().mean().item()
+    assert ddp_acc == pytest.approx(single, abs=1e-6)
