@@ -67,6 +67,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Vanishing gradients through long reviews become denormal floats, which x86 CPUs
     # compute on many times slower: 5.8x slower training at maxlen 400 (bench/README).
     torch.set_flush_denormal(cfg.flush_denormal)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     # Everything that can reject the config is built before any data work starts.
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
