@@ -28,31 +28,23 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+from gru_lightning import train as entry
 from gru_lightning.data import IMDBDataModule
 from gru_lightning.model import SentimentRNN
 from gru_lightning.predict import SentimentClassifier
-from gru_lightning.train import CONFIG_DIR, _instantiate_all
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPEATS = 3
 
 
-def compose_config(overrides: list[str], output_dir: str) -> DictConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-        cfg.paths.root_dir = str(Path.cwd())
-        cfg.paths.output_dir = output_dir
-        cfg.paths.cache_dir = str(Path.cwd() / ".cache")
-        cfg.trainer.max_epochs = 1
-    return cfg
+def bench_config(overrides: list[str], output_dir: str) -> DictConfig:
+    cwd = Path.cwd()
+    return entry.compose_config([f"paths.root_dir={cwd}", f"paths.output_dir={output_dir}",
+                          f"paths.cache_dir={cwd / '.cache'}", *overrides,
+                          "trainer.max_epochs=1"])
 
 
 def peak_memory_mb() -> float:
@@ -124,8 +116,8 @@ def project_epoch(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
     torch.set_flush_denormal(cfg.flush_denormal)  # as train.py does
     timer = EpochTimer()
     model = instantiate(cfg.model)
-    trainer = instantiate(cfg.trainer, callbacks=[*_instantiate_all(cfg.callbacks), timer],
-                          logger=_instantiate_all(cfg.logger) or False)
+    trainer = instantiate(cfg.trainer, callbacks=[*entry._instantiate_all(cfg.callbacks), timer],
+                          logger=entry._instantiate_all(cfg.logger) or False)
     trainer.fit(model, datamodule=data)
     return {"train_s": timer.train_end - timer.start, "val_s": timer.end - timer.train_end,
             "epoch_s": timer.end - timer.start,
@@ -217,7 +209,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str]) -> None:
     overrides = [a for a in argv if a != "--scaling"]
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_config(overrides, tmp)
+        cfg = bench_config(overrides, tmp)
         data, prep = data_preparation(cfg, cache=f"{tmp}/cache")
         print(f"data preparation: cold {prep['cold_s']:.1f} s, cached {prep['cached_s']:.2f} s")
         runs: dict[str, list[dict[str, float]]] = {"hand_loop": [], "project": []}

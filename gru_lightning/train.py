@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -23,7 +26,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import gru_lightning.sweep  # noqa: F401  registers ${swept_overrides:...} for job folder names
 from gru_lightning.data import DatasetUnavailableError
@@ -51,6 +54,20 @@ def _hyperparameters(cfg: DictConfig) -> dict[str, Any]:
             if key != "_target_" and not (group == "data" and key == "cache_dir"):
                 params[f"{group}/{key}"] = value
     return params
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """`conf/train.yaml` composed as `python train.py <overrides>` would, for use outside a
+    Hydra run (tests, benchmarks): Hydra's own node is set aside as HydraConfig, as in a run.
+    Override `paths.*` too, since their defaults resolve from Hydra's runtime."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra  # the task function never sees it
+    return cfg
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

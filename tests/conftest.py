@@ -11,12 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from gru_lightning.train import CONFIG_DIR
+from gru_lightning.train import compose_config
 
 REAL_IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"
 
@@ -81,36 +78,25 @@ def acl_tarball(tmp_path_factory: pytest.TempPathFactory, acl_copy: Path) -> Pat
 def compose_train_config(tmp_path: Path, local_path: Path, *overrides: str) -> DictConfig:
     """`conf/train.yaml` composed as `python train.py <overrides>` would, writing into
     tmp_path, on a small local copy and a small, fast model."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(
-            config_name="train",
-            return_hydra_config=True,
-            overrides=[
-                f"paths.root_dir={tmp_path}",
-                f"paths.output_dir={tmp_path / 'run'}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                f"data.local_path={local_path}",
-                "data.max_features=100",
-                "data.maxlen=24",
-                "data.val_size=100",
-                "data.batch_size=32",
-                "model.embedding_dim=16",
-                "model.hidden_size=16",
-                "trainer.max_epochs=1",
-                "trainer.log_every_n_steps=5",
-                "trainer.accelerator=cpu",
-                "+trainer.enable_progress_bar=false",
-                "callbacks.progress_bar=null",
-                "callbacks.model_summary=null",
-                *overrides,
-            ],
-        )
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg.hydra  # the task function never sees it
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_config([
+        f"paths.root_dir={tmp_path}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"data.local_path={local_path}",
+        "data.max_features=100",
+        "data.maxlen=24",
+        "data.val_size=100",
+        "data.batch_size=32",
+        "model.embedding_dim=16",
+        "model.hidden_size=16",
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=5",
+        "trainer.accelerator=cpu",
+        "+trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+        *overrides,
+    ])
 
 
 @pytest.fixture
