@@ -1,0 +1,105 @@
+"""The fused CPU GRU kernel against nn.GRU: same outputs, same gradients, same parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gru_lightning import fused_gru
+from gru_lightning.fused_gru import FusedGRU
+from gru_lightning.model import SentimentRNN
+
+
+def _pair(**kwargs) -> tuple[nn.GRU, FusedGRU]:
+    torch.manual_seed(0)
+    reference = nn.GRU(**kwargs)
+    fused = FusedGRU(**kwargs)
+    fused.load_state_dict(reference.state_dict())
+    return reference, fused
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_first": True},
+        {"batch_first": False},
+        {"batch_first": True, "bidirectional": True},
+        {"batch_first": True, "num_layers": 2, "bidirectional": True},
+        {"batch_first": True, "bias": False},
+    ],
+)
+def test_outputs_and_gradients_match_nn_gru(kwargs: dict) -> None:
+    reference, fused = _pair(input_size=6, hidden_size=5, **kwargs)
+    reference.double()
+    fused.double()
+    directions = 2 if kwargs.get("bidirectional") else 1
+    shape = (3, 7, 6) if kwargs["batch_first"] else (7, 3, 6)
+    x = torch.randn(*shape, dtype=torch.double, requires_grad=True)
+    h0 = torch.randn(kwargs.get("num_layers", 1) * directions, 3, 5, dtype=torch.double,
+                     requires_grad=True)
+    results = []
+    for module in (reference, fused):
+        output, h_n = module(x, h0)
+        # Weights on both outputs, so every path of the backward pass is checked.
+        loss = (output * torch.linspace(-1, 1, output.numel(), dtype=torch.double)
+                .view_as(output)).sum() + (h_n * 0.5).sum()
+        grads = torch.autograd.grad(loss, [x, h0, *module.parameters()])
+        results.append((output, h_n, grads))
+    (out_ref, h_ref, grads_ref), (out_fused, h_fused, grads_fused) = results
+    torch.testing.assert_close(out_fused, out_ref)
+    torch.testing.assert_close(h_fused, h_ref)
+    for grad_fused, grad_ref in zip(grads_fused, grads_ref, strict=True):
+        torch.testing.assert_close(grad_fused, grad_ref)
+
+
+def test_gradcheck_of_the_recurrence() -> None:
+    torch.manual_seed(0)
+    inputs = (torch.randn(4, 2, 9, dtype=torch.double, requires_grad=True),
+              torch.randn(2, 3, dtype=torch.double, requires_grad=True),
+              torch.randn(9, 3, dtype=torch.double, requires_grad=True),
+              torch.randn(9, dtype=torch.double, requires_grad=True))
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda *a, r=reverse: fused_gru._Recurrence.apply(*a, r), inputs)
+
+
+def test_float32_training_step_matches_nn_gru() -> None:
+    """The model with and without the kernel: same logits and gradients in float32."""
+    torch.manual_seed(0)
+    fused = SentimentRNN(vocab_size=50, embedding_dim=16, hidden_size=32, fused_gru=True)
+    plain = SentimentRNN(vocab_size=50, embedding_dim=16, hidden_size=32, fused_gru=False)
+    plain.load_state_dict(fused.state_dict())  # same parameter names: checkpoints interchange
+    ids = torch.randint(0, 50, (8, 40))
+    labels = torch.randint(0, 2, (8,)).float()
+    grads = []
+    for model in (fused, plain):
+        loss = model.loss_fn(model(ids), labels)
+        grads.append(torch.autograd.grad(loss, list(model.parameters())))
+    torch.testing.assert_close(fused(ids), plain(ids), rtol=1e-5, atol=1e-6)
+    for grad_fused, grad_plain in zip(*grads, strict=True):
+        torch.testing.assert_close(grad_fused, grad_plain, rtol=1e-4, atol=1e-6)
+
+
+def test_packed_and_unbatched_input_use_nn_gru() -> None:
+    reference, fused = _pair(input_size=4, hidden_size=3, batch_first=True)
+    x = torch.randn(2, 5, 4)
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 3]), batch_first=True)
+    torch.testing.assert_close(fused(packed)[1], reference(packed)[1])
+    torch.testing.assert_close(fused(x[0])[0], reference(x[0])[0])
+
+
+def test_a_failed_build_says_how_to_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils import cpp_extension
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension: g++: command not found")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    fused_gru.extension.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="model.fused_gru=false") as error:
+            FusedGRU(4, 3)(torch.randn(2, 5, 4))
+        assert "g++: command not found" in str(error.value)
+    finally:
+        fused_gru.extension.cache_clear()  # the next test builds (loads) the real one
