@@ -54,8 +54,9 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_proj: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor,
-                b_hh: torch.Tensor, reverse: bool) -> torch.Tensor:
-        save = any(ctx.needs_input_grad)
+                b_hh: torch.Tensor, reverse: bool, save: bool) -> torch.Tensor:
+        # `save` comes from the caller: under no_grad, needs_input_grad still says True for
+        # parameters, and saving the gate activations would cost ~25 MB a validation batch.
         out, acts = extension().forward(x_proj, h0, w_hh, b_hh, reverse, save)
         if save:
             ctx.save_for_backward(out, acts, h0, w_hh)
@@ -67,12 +68,12 @@ class _Recurrence(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor | None):
         out, acts, h0, w_hh = ctx.saved_tensors
         if grad_out is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         # The last state is an output step too: its gradient arrives through grad_out.
         zeros = torch.zeros_like(h0)
         grad_x, grad_h0, grad_w, grad_b = extension().backward(
             grad_out, zeros, out, acts, h0, w_hh, ctx.reverse)
-        return grad_x, grad_h0, grad_w, grad_b, None
+        return grad_x, grad_h0, grad_w, grad_b, None, None
 
 
 class FusedGRU(nn.GRU):
@@ -88,6 +89,8 @@ class FusedGRU(nn.GRU):
         if hx is None:
             hx = x.new_zeros(self.num_layers * directions, x.size(1), self.hidden_size)
         finals = []
+        save = torch.is_grad_enabled() and (input.requires_grad or hx.requires_grad or any(
+            p.requires_grad for p in self.parameters()))
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0 and self.training:
                 x = F.dropout(x, self.dropout, training=True)
@@ -100,7 +103,7 @@ class FusedGRU(nn.GRU):
                            else x.new_zeros(3 * self.hidden_size))
                 out = _Recurrence.apply(x_proj, hx[layer * directions + direction],
                                         getattr(self, "weight_hh" + suffix), bias_hh,
-                                        bool(direction))
+                                        bool(direction), save)
                 outputs.append(out)
                 finals.append(out[0] if direction else out[-1])
             x = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]

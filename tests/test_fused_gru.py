@@ -61,7 +61,7 @@ def test_gradcheck_of_the_recurrence() -> None:
               torch.randn(9, dtype=torch.double, requires_grad=True))
     for reverse in (False, True):
         assert torch.autograd.gradcheck(
-            lambda *a, r=reverse: fused_gru._Recurrence.apply(*a, r), inputs)
+            lambda *a, r=reverse: fused_gru._Recurrence.apply(*a, r, True), inputs)
 
 
 def test_float32_training_step_matches_nn_gru() -> None:
@@ -98,7 +98,7 @@ def test_a_failed_build_says_how_to_go_on(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
     fused_gru.extension.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match="model.fused_gru=false") as error:
+        with pytest.raises(RuntimeError, match=r"model\.fused_gru=false") as error:
             FusedGRU(4, 3)(torch.randn(2, 5, 4))
         assert "g++: command not found" in str(error.value)
     finally:

@@ -25,6 +25,9 @@ def test_default_model_has_the_keras_parameter_count():
         ({"bidirectional": True}, 128),
         ({"num_layers": 2, "dropout": 0.2}, 64),
         ({"num_layers": 3, "bidirectional": True, "cell": "lstm", "init": "torch"}, 128),
+        ({"pooling": "max"}, 64),
+        ({"pooling": "mean", "cell": "lstm"}, 64),
+        ({"pooling": "max_mean", "bidirectional": True}, 256),
     ],
 )
 def test_forward_shapes(kwargs, features):
@@ -65,9 +68,19 @@ def test_keras_init():
         ({"dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
         ({"cell": "rnn"}, "model.cell must be one of"),
         ({"init": "xavier"}, "model.init must be 'torch' or 'keras'"),
+        ({"pooling": "attention"}, "model.pooling must be one of"),
         ({"lr": 0}, "model.lr must be positive"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SentimentRNN(**kwargs)
+
+
+def test_pooling_ignores_padding():
+    outputs = torch.tensor([[[100.0, -100.0], [1.0, 2.0], [3.0, -4.0]],
+                            [[5.0, 5.0], [6.0, 6.0], [7.0, 7.0]]])
+    mask = torch.tensor([[False, True, True], [False, False, False]]).unsqueeze(-1)
+    pooled = SentimentRNN._pool(outputs, mask, "max_mean")
+    # Row 0: max and mean of its two real steps; row 1 is all padding: zeros, not -inf.
+    torch.testing.assert_close(pooled, torch.tensor([[3.0, 2.0, 2.0, -1.0], [0.0, 0.0, 0.0, 0.0]]))
