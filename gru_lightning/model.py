@@ -64,6 +64,7 @@ class SentimentRNN(L.LightningModule):
         cell: "gru" or "lstm".
         init: "keras" (Keras' default initializers) or "torch" (PyTorch's).
         lr: Adam learning rate.
+        adam_eps: Adam's epsilon: PyTorch's default 1e-8 (Keras uses 1e-7).
         fused_adam: Adam's fused kernel (one op for all parameters): the same update rule,
             ~3 ms less per step on a 2-core CPU; rounding may differ from the for-each one.
         fused_gru: run the GRU on CPU with this project's fused kernel (`fused_gru.py`):
@@ -83,6 +84,7 @@ class SentimentRNN(L.LightningModule):
         cell: Cell = "gru",
         init: Init = "keras",
         lr: float = 1e-3,
+        adam_eps: float = 1e-8,
         fused_adam: bool = True,
         fused_gru: bool = True,
     ) -> None:
@@ -101,6 +103,8 @@ class SentimentRNN(L.LightningModule):
             raise ValueError(f"model.init must be 'torch' or 'keras', got {init!r}")
         if not lr > 0:
             raise ValueError(f"model.lr must be positive, got {lr!r}")
+        if not adam_eps > 0:
+            raise ValueError(f"model.adam_eps must be positive, got {adam_eps!r}")
         self.save_hyperparameters()
         self.num_directions = 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
@@ -214,7 +218,7 @@ class SentimentRNN(L.LightningModule):
         return torch.sigmoid(self(ids))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=self.hparams.adam_eps,
                                 fused=self.hparams.fused_adam or None)
 
     # ---- preprocessing travels with the checkpoint ----------------------------------------

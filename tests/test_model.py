@@ -70,6 +70,7 @@ def test_keras_init():
         ({"init": "xavier"}, "model.init must be 'torch' or 'keras'"),
         ({"pooling": "attention"}, "model.pooling must be one of"),
         ({"lr": 0}, "model.lr must be positive"),
+        ({"adam_eps": 0.0}, "model.adam_eps must be positive"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, message):
