@@ -95,6 +95,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Model: %s trainable parameters", f"{n_params:,}")
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    # Read before testing: trainer.test(ckpt_path="best") restores the Timer's state from
+    # that checkpoint, which would add the time up to the best epoch a second time.
+    fit_seconds = timer.time_elapsed("train") if timer is not None else None
 
     metrics: dict[str, Any] = {
         k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("val/")
@@ -111,10 +115,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     metrics["epochs"] = trainer.current_epoch
     metrics["params"] = n_params
-    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-    if timer is not None and trainer.current_epoch:
+    if fit_seconds is not None and trainer.current_epoch:
         # Timer's state is checkpointed, so a resumed run counts all of its epochs.
-        metrics["seconds_per_epoch"] = timer.time_elapsed("train") / trainer.current_epoch
+        metrics["seconds_per_epoch"] = fit_seconds / trainer.current_epoch
     write_status(output_dir, "completed", metrics)
     # The HPARAMS tab pairs each run's hyperparameters with these final values.
     hp_metrics = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()

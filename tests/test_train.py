@@ -90,6 +90,24 @@ def test_resume_from_checkpoint(compose_train, tmp_path):
     assert state["epoch"] == 1  # the second epoch, counted from 0
 
 
+def test_testing_the_best_checkpoint_does_not_add_to_the_epoch_time(compose_train, tmp_path,
+                                                                    monkeypatch):
+    """trainer.test(ckpt_path="best") restores the Timer from that checkpoint; the time per
+    epoch must be the fit's alone. A clock that ticks once per reading makes it exact: the
+    fit reads it the same number of times whether or not a test follows."""
+    import lightning.pytorch.callbacks.timer as timer_module
+
+    ticks = iter(range(1_000_000))
+    monkeypatch.setattr(timer_module, "time", type("Clock", (), {
+        "monotonic": staticmethod(lambda: float(next(ticks)))}))
+    untested = train(compose_train("trainer.max_epochs=2", "test=false"))
+    ticks = iter(range(1_000_000))
+    tested = train(compose_train("trainer.max_epochs=2", "test_weights=best",
+                                 f"paths.output_dir={tmp_path / 'tested'}"))
+    assert tested["seconds_per_epoch"] == untested["seconds_per_epoch"] > 0
+    assert "test/acc" in tested and "test/acc" not in untested
+
+
 def test_checkpoint_alone_can_classify_text(compose_train):
     cfg = compose_train("trainer.max_epochs=4")
     train(cfg)
