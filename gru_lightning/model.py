@@ -61,6 +61,8 @@ class SentimentRNN(L.LightningModule):
             padding excluded: "max", "mean", or both concatenated ("max_mean").
         dropout: dropout on the pooled features before the classifier, and between stacked
             layers.
+        embedding_dropout: spatial dropout on the embeddings (Keras' SpatialDropout1D): drops
+            whole embedding channels of a review, the same ones at every step.
         cell: "gru" or "lstm".
         init: "keras" (Keras' default initializers) or "torch" (PyTorch's).
         lr: Adam learning rate.
@@ -81,6 +83,7 @@ class SentimentRNN(L.LightningModule):
         bidirectional: bool = False,
         pooling: Pooling = "last",
         dropout: float = 0.0,
+        embedding_dropout: float = 0.0,
         cell: Cell = "gru",
         init: Init = "keras",
         lr: float = 1e-3,
@@ -92,8 +95,9 @@ class SentimentRNN(L.LightningModule):
         for name, value in (("vocab_size", vocab_size), ("embedding_dim", embedding_dim),
                             ("hidden_size", hidden_size), ("num_layers", num_layers)):
             _positive_int(name, value)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {dropout!r}")
+        for name, value in (("dropout", dropout), ("embedding_dropout", embedding_dropout)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
         if cell not in _RNN:
             raise ValueError(f"model.cell must be one of {sorted(_RNN)}, got {cell!r}")
         if pooling not in _POOLING_WIDTH:
@@ -108,6 +112,7 @@ class SentimentRNN(L.LightningModule):
         self.save_hyperparameters()
         self.num_directions = 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.embedding_dropout = nn.Dropout1d(embedding_dropout)  # over [batch, channel, time]
         rnn_class = FusedGRU if cell == "gru" and fused_gru else _RNN[cell]
         self.rnn = rnn_class(embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
                               bidirectional=bidirectional,
@@ -137,7 +142,10 @@ class SentimentRNN(L.LightningModule):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids `[batch, time]` -> logits `[batch]`."""
-        outputs, state = self.rnn(self.embedding(ids))
+        embedded = self.embedding(ids)
+        if self.hparams.embedding_dropout and self.training:
+            embedded = self.embedding_dropout(embedded.transpose(1, 2)).transpose(1, 2)
+        outputs, state = self.rnn(embedded)
         pooling = self.hparams.pooling
         if pooling == "last":
             hidden = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)

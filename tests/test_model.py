@@ -66,6 +66,7 @@ def test_keras_init():
         ({"embedding_dim": -3}, "model.embedding_dim must be a positive integer"),
         ({"num_layers": 0}, "model.num_layers must be a positive integer"),
         ({"dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
+        ({"embedding_dropout": -0.1}, r"model.embedding_dropout must be in \[0, 1\)"),
         ({"cell": "rnn"}, "model.cell must be one of"),
         ({"init": "xavier"}, "model.init must be 'torch' or 'keras'"),
         ({"pooling": "attention"}, "model.pooling must be one of"),
@@ -85,3 +86,19 @@ def test_pooling_ignores_padding():
     pooled = SentimentRNN._pool(outputs, mask, "max_mean")
     # Row 0: max and mean of its two real steps; row 1 is all padding: zeros, not -inf.
     torch.testing.assert_close(pooled, torch.tensor([[3.0, 2.0, 2.0, -1.0], [0.0, 0.0, 0.0, 0.0]]))
+
+
+def test_embedding_dropout_drops_whole_channels_in_training_only():
+    torch.manual_seed(0)
+    model = SentimentRNN(vocab_size=50, embedding_dim=64, embedding_dropout=0.5)
+    seen = {}
+    model.rnn.register_forward_hook(lambda module, args, out: seen.update(x=args[0]))
+    ids = torch.randint(0, 50, (4, 10))
+    model.train()
+    model(ids)
+    zero_channels = (seen["x"] == 0).all(dim=1)  # [batch, channel]: zero at every step
+    assert 0 < zero_channels.sum() < zero_channels.numel()
+    assert ((seen["x"] == 0) == zero_channels.unsqueeze(1)).all()  # nothing else is zero
+    model.eval()
+    model(ids)
+    torch.testing.assert_close(seen["x"], model.embedding(ids))
