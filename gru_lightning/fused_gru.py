@@ -8,7 +8,7 @@ the gates per step, forward and backward. The input projection of all steps stay
 autograd-tracked matrix multiply. CUDA tensors, packed sequences and unbatched input use
 nn.GRU's own path (cuDNN on a GPU).
 
-The extension is compiled with the system's C++ compiler on first use (about a minute) and
+The extension is compiled with the system's C++ compiler on first use (~20 s on 2 cores) and
 cached by torch in `~/.cache/torch_extensions` (`TORCH_EXTENSIONS_DIR` moves it).
 """
 
