@@ -70,9 +70,8 @@ class _Recurrence(torch.autograd.Function):
         if grad_out is None:
             return None, None, None, None, None, None
         # The last state is an output step too: its gradient arrives through grad_out.
-        zeros = torch.zeros_like(h0)
         grad_x, grad_h0, grad_w, grad_b = extension().backward(
-            grad_out, zeros, out, acts, h0, w_hh, ctx.reverse)
+            grad_out, out, acts, h0, w_hh, ctx.reverse)
         return grad_x, grad_h0, grad_w, grad_b, None, None
 
 

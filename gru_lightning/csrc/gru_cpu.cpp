@@ -51,7 +51,7 @@ GATE_LOOP void gates_backward(
     int64_t H, const T* __restrict h, const T* __restrict acts, const T* __restrict grad_out,
     const T* __restrict dh, T* __restrict dh_direct, T* __restrict gx, T* __restrict gg) {
   for (int64_t j = 0; j < H; ++j) {
-    const T grad_h = dh[j] + (grad_out ? grad_out[j] : T(0));
+    const T grad_h = dh[j] + grad_out[j];
     const T r = acts[j], z = acts[H + j], n = acts[2 * H + j], hn = acts[3 * H + j];
     const T dn = grad_h * (T(1) - z) * (T(1) - n * n);
     const T dz = grad_h * (h[j] - n) * z * (T(1) - z);
@@ -101,18 +101,17 @@ std::vector<at::Tensor> forward(const at::Tensor& x_proj, const at::Tensor& h0,
   return {out, acts};
 }
 
-// Backward. grad_out: [T, B, H] or an undefined tensor (no gradient reached the outputs),
-// grad_hn: [B, H]. Returns the gradients of x_proj, h0, w_hh and b_hh.
-std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& grad_hn,
-                                 const at::Tensor& out, const at::Tensor& acts,
+// Backward. grad_out: [T, B, H], the gradient reaching each step's output (the final state
+// is the last step's output). Returns the gradients of x_proj, h0, w_hh and b_hh.
+std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& acts,
                                  const at::Tensor& h0, const at::Tensor& w_hh, bool reverse) {
   const int64_t steps = out.size(0), batch = out.size(1), hidden = out.size(2);
   auto grad_x = at::empty({steps, batch, 3 * hidden}, out.options());
   auto grad_gh = at::empty({steps, batch, 3 * hidden}, out.options());
-  auto dh = grad_hn.contiguous().clone();
+  auto dh = at::zeros({batch, hidden}, out.options());
   auto dh_direct = at::empty({batch, hidden}, out.options());
   const auto h_init = h0.contiguous();
-  const auto go = grad_out.defined() ? grad_out.contiguous() : grad_out;
+  const auto go = grad_out.contiguous();
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gru_cpu_backward", [&] {
     const int64_t H = hidden;
     for (int64_t s = steps - 1; s >= 0; --s) {
@@ -121,14 +120,14 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& g
       const scalar_t* hs = s == 0 ? h_init.data_ptr<scalar_t>()
                                   : out.data_ptr<scalar_t>() + t_prev * batch * H;
       const scalar_t* as = acts.data_ptr<scalar_t>() + t * batch * 4 * H;
-      const scalar_t* gos = go.defined() ? go.data_ptr<scalar_t>() + t * batch * H : nullptr;
+      const scalar_t* gos = go.data_ptr<scalar_t>() + t * batch * H;
       scalar_t* dhs = dh.data_ptr<scalar_t>();
       scalar_t* dds = dh_direct.data_ptr<scalar_t>();
       scalar_t* gxs = grad_x.data_ptr<scalar_t>() + t * batch * 3 * H;
       scalar_t* ggs = grad_gh.data_ptr<scalar_t>() + t * batch * 3 * H;
       for (int64_t b = 0; b < batch; ++b) {
-        gates_backward(H, hs + b * H, as + b * 4 * H, gos ? gos + b * H : nullptr, dhs + b * H,
-                       dds + b * H, gxs + b * 3 * H, ggs + b * 3 * H);
+        gates_backward(H, hs + b * H, as + b * 4 * H, gos + b * H, dhs + b * H, dds + b * H,
+                       gxs + b * 3 * H, ggs + b * 3 * H);
       }
       // dh_prev = grad_h * z + grad_gh[t] @ W_hh
       at::addmm_out(dh, dh_direct, grad_gh.select(0, t), w_hh);
