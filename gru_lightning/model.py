@@ -11,7 +11,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 from gru_lightning.fused_gru import FusedGRU
-from gru_lightning.preprocessing import PAD_ID, TextEncoder
+from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 
 Cell = Literal["gru", "lstm"]
 Init = Literal["torch", "keras"]
@@ -63,10 +63,13 @@ class SentimentRNN(L.LightningModule):
             layers.
         embedding_dropout: spatial dropout on the embeddings (Keras' SpatialDropout1D): drops
             whole embedding channels of a review, the same ones at every step.
+        word_dropout: in training, the share of a review's words replaced by the unknown word
+            (Iyyer et al. 2015): the model cannot lean on any single word.
         cell: "gru" or "lstm".
         init: "keras" (Keras' default initializers) or "torch" (PyTorch's).
         lr: Adam learning rate.
         adam_eps: Adam's epsilon: PyTorch's default 1e-8 (Keras uses 1e-7).
+        weight_decay: decoupled weight decay (AdamW's); 0 is plain Adam, as the notebook.
         fused_adam: Adam's fused kernel (one op for all parameters): the same update rule,
             ~3 ms less per step on a 2-core CPU; rounding may differ from the for-each one.
         fused_gru: run the GRU on CPU with this project's fused kernel (`fused_gru.py`):
@@ -84,10 +87,12 @@ class SentimentRNN(L.LightningModule):
         pooling: Pooling = "last",
         dropout: float = 0.0,
         embedding_dropout: float = 0.0,
+        word_dropout: float = 0.0,
         cell: Cell = "gru",
         init: Init = "keras",
         lr: float = 1e-3,
         adam_eps: float = 1e-8,
+        weight_decay: float = 0.0,
         fused_adam: bool = True,
         fused_gru: bool = True,
     ) -> None:
@@ -95,7 +100,8 @@ class SentimentRNN(L.LightningModule):
         for name, value in (("vocab_size", vocab_size), ("embedding_dim", embedding_dim),
                             ("hidden_size", hidden_size), ("num_layers", num_layers)):
             _positive_int(name, value)
-        for name, value in (("dropout", dropout), ("embedding_dropout", embedding_dropout)):
+        for name, value in (("dropout", dropout), ("embedding_dropout", embedding_dropout),
+                            ("word_dropout", word_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
         if cell not in _RNN:
@@ -109,6 +115,8 @@ class SentimentRNN(L.LightningModule):
             raise ValueError(f"model.lr must be positive, got {lr!r}")
         if not adam_eps > 0:
             raise ValueError(f"model.adam_eps must be positive, got {adam_eps!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"model.weight_decay must be >= 0, got {weight_decay!r}")
         self.save_hyperparameters()
         self.num_directions = 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
@@ -142,6 +150,9 @@ class SentimentRNN(L.LightningModule):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids `[batch, time]` -> logits `[batch]`."""
+        if self.hparams.word_dropout and self.training:
+            dropped = torch.rand(ids.shape, device=ids.device) < self.hparams.word_dropout
+            ids = ids.masked_fill(dropped & (ids != PAD_ID), UNK_ID)
         embedded = self.embedding(ids)
         if self.hparams.embedding_dropout and self.training:
             embedded = self.embedding_dropout(embedded.transpose(1, 2)).transpose(1, 2)
@@ -227,6 +238,8 @@ class SentimentRNN(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=self.hparams.adam_eps,
+                                weight_decay=self.hparams.weight_decay,
+                                decoupled_weight_decay=True,
                                 fused=self.hparams.fused_adam or None)
 
     # ---- preprocessing travels with the checkpoint ----------------------------------------

@@ -96,8 +96,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-    # Read before testing: trainer.test(ckpt_path="best") restores the Timer's state from
-    # that checkpoint, which would add the time up to the best epoch a second time.
+    # Read before testing: the fit's time alone.
     fit_seconds = timer.time_elapsed("train") if timer is not None else None
 
     metrics: dict[str, Any] = {
@@ -106,10 +105,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.test:
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
-        ckpt = "best" if cfg.test_weights == "best" and best else None
         if cfg.test_weights == "best" and not best:
             log.warning("No best checkpoint was saved; testing the weights as trained")
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)[0]
+        if cfg.test_weights == "best" and best:
+            # The weights alone. trainer.test(ckpt_path=...) would also restore the callbacks'
+            # states: the Timer's (counting the fit's time twice) and, with callbacks=ema, the
+            # raw weights over the averaged ones that the checkpoint's state_dict holds.
+            log.info("Testing the best checkpoint: %s", best)
+            state = torch.load(best, map_location=model.device, weights_only=False)
+            model.load_state_dict(state["state_dict"])
+        results = trainer.test(model, datamodule=datamodule)[0]
         metrics.update(results)
         print(f"Test Accuracy: {results['test/acc']:.3f}")
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gru_lightning.model import SentimentRNN
+from gru_lightning.preprocessing import PAD_ID, UNK_ID
 
 
 def n_trainable(model: torch.nn.Module) -> int:
@@ -67,16 +68,34 @@ def test_keras_init():
         ({"num_layers": 0}, "model.num_layers must be a positive integer"),
         ({"dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
         ({"embedding_dropout": -0.1}, r"model.embedding_dropout must be in \[0, 1\)"),
+        ({"word_dropout": 1.0}, r"model.word_dropout must be in \[0, 1\)"),
         ({"cell": "rnn"}, "model.cell must be one of"),
         ({"init": "xavier"}, "model.init must be 'torch' or 'keras'"),
         ({"pooling": "attention"}, "model.pooling must be one of"),
         ({"lr": 0}, "model.lr must be positive"),
         ({"adam_eps": 0.0}, "model.adam_eps must be positive"),
+        ({"weight_decay": -0.01}, "model.weight_decay must be >= 0"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SentimentRNN(**kwargs)
+
+
+@pytest.mark.parametrize("fused_adam", [True, False])
+def test_weight_decay_is_decoupled(fused_adam):
+    # A weight with no gradient still shrinks by lr * weight_decay per step (AdamW), and
+    # weight_decay=0 leaves it alone (the notebook's Adam).
+    for weight_decay, expected in ((0.1, 1.0 - 0.01 * 0.1), (0.0, 1.0)):
+        model = SentimentRNN(vocab_size=10, embedding_dim=4, hidden_size=3, lr=0.01,
+                             weight_decay=weight_decay, fused_adam=fused_adam)
+        optimizer = model.configure_optimizers()
+        for param in model.parameters():
+            param.data.fill_(1.0)
+            param.grad = torch.zeros_like(param)
+        optimizer.step()
+        torch.testing.assert_close(model.head.weight.data,
+                                   torch.full_like(model.head.weight, expected))
 
 
 def test_pooling_ignores_padding():
@@ -102,3 +121,21 @@ def test_embedding_dropout_drops_whole_channels_in_training_only():
     model.eval()
     model(ids)
     torch.testing.assert_close(seen["x"], model.embedding(ids))
+
+
+def test_word_dropout_replaces_words_not_padding_in_training_only():
+    torch.manual_seed(0)
+    model = SentimentRNN(vocab_size=50, word_dropout=0.3)
+    seen = {}
+    model.embedding.register_forward_hook(lambda module, args, out: seen.update(ids=args[0]))
+    ids = torch.randint(2, 50, (8, 40))
+    ids[:, :10] = PAD_ID  # pre-padding
+    model.train()
+    model(ids)
+    changed = seen["ids"] != ids
+    assert (seen["ids"][changed] == UNK_ID).all()
+    assert not changed[:, :10].any()  # padding stays padding
+    assert 0.2 < changed[:, 10:].float().mean() < 0.4
+    model.eval()
+    model(ids)
+    assert torch.equal(seen["ids"], ids)

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gru_lightning.model import SentimentRNN
@@ -185,3 +187,27 @@ def test_ddp_on_two_cpu_processes_syncs_metrics(tmp_path, parquet_copy):
     labels = torch.tensor([y for _, y in synthetic_reviews(200, seed=1)])
     single = ((classifier.predict_proba(texts) >= 0.5).long() == labels).float().mean().item()
     assert ddp_acc == pytest.approx(single, abs=1e-6)
+
+
+def test_ema_checkpoints_and_tests_the_averaged_weights(compose_train, tmp_path):
+    cfg = compose_train("callbacks=ema", "callbacks.ema.decay=0.9", "trainer.max_epochs=2",
+                        "test_weights=best")
+    metrics = train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    best = next(p for p in checkpoints.glob("*.ckpt") if p.name != "last.ckpt")
+    state = torch.load(best, weights_only=False)
+    averaged, raw = state["state_dict"], state["current_model_state"]
+    assert averaged.keys() == raw.keys()
+    assert not torch.equal(averaged["head.weight"], raw["head.weight"])
+
+    # The test scored the averaged weights: the checkpoint's state_dict, as predict loads it.
+    model = SentimentRNN.load_from_checkpoint(best, map_location="cpu")
+    datamodule = instantiate(cfg.data)
+    again = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert again.test(model, datamodule=datamodule)[0]["test/acc"] == metrics["test/acc"]
+
+    # A resumed run picks up both the raw weights and their average.
+    resumed = train(compose_train("callbacks=ema", "callbacks.ema.decay=0.9",
+                                  "trainer.max_epochs=3", f"ckpt_path={checkpoints / 'last.ckpt'}",
+                                  f"paths.output_dir={tmp_path / 'resumed'}"))
+    assert resumed["epochs"] == 3
