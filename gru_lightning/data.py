@@ -129,6 +129,7 @@ class IMDBDataModule(L.LightningDataModule):
         maxlen: tokens per review after padding/truncation.
         padding, truncating: "pre" (Keras' default: keep the last `maxlen` tokens, pad in
             front) or "post".
+        punctuation: also keep "!" and "?" as words (the notebook's word index drops them).
         val_size: training reviews held out for validation (an int), or a fraction in
             (0, 1); 0 validates on the test split, as the Keras notebook did.
         split_seed: seed of the validation hold-out, fixed apart from the run's seed so that
@@ -148,6 +149,7 @@ class IMDBDataModule(L.LightningDataModule):
         maxlen: int = 100,
         padding: Side = "pre",
         truncating: Side = "pre",
+        punctuation: bool = False,
         val_size: int | float = 1000,
         split_seed: int = 42,
         batch_size: int = 64,
@@ -178,6 +180,7 @@ class IMDBDataModule(L.LightningDataModule):
         self.maxlen = maxlen
         self.padding = padding
         self.truncating = truncating
+        self.punctuation = punctuation
         self.val_size = val_size
         self.split_seed = split_seed
         self.batch_size = batch_size
@@ -276,6 +279,7 @@ class IMDBDataModule(L.LightningDataModule):
             "maxlen": self.maxlen,
             "padding": self.padding,
             "truncating": self.truncating,
+            "punctuation": self.punctuation,
             "val_size": self.val_size,
             "split_seed": self.split_seed,
             "format": FORMAT_VERSION,
@@ -301,7 +305,7 @@ class IMDBDataModule(L.LightningDataModule):
         fit_texts = [train_texts[i] for i in fit_rows]
         # The vocabulary sees only the reviews the model trains on.
         encoder = TextEncoder.fit(fit_texts, self.max_features, self.maxlen, self.padding,
-                                  self.truncating)
+                                  self.truncating, self.punctuation)
 
         def encode(texts: list[str], labels: list[int]) -> dict[str, torch.Tensor]:
             # int32 halves memory at long maxlen; nn.Embedding takes it as is.

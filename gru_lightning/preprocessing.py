@@ -30,19 +30,27 @@ def check_side(name: str, value: str) -> None:
         )
 
 
-def build_tokenizer() -> Tokenizer:
+def build_tokenizer(punctuation: bool = False) -> Tokenizer:
     """An untrained word-level tokenizer: lowercased words, HTML line breaks and punctuation
-    dropped (as in the Keras IMDB word index, which keeps apostrophes inside words)."""
+    dropped (as in the Keras IMDB word index, which keeps apostrophes inside words).
+
+    `punctuation=True` keeps "!" and "?" as words of their own: "?" is in 38% of the
+    negative training reviews and 21% of the positive ones.
+    """
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
+    kept = r"\w'!?" if punctuation else r"\w'"
     tokenizer.normalizer = normalizers.Sequence(
         [
             normalizers.Replace("<br />", " "),
             normalizers.NFKC(),
             normalizers.Lowercase(),
-            normalizers.Replace(Regex(r"[^\w']+"), " "),
+            normalizers.Replace(Regex(f"[^{kept}]+"), " "),
         ]
     )
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    split_words = pre_tokenizers.WhitespaceSplit()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [split_words, pre_tokenizers.Split(Regex("[!?]"), behavior="isolated")]
+    ) if punctuation else split_words
     return tokenizer
 
 
@@ -70,14 +78,15 @@ class TextEncoder:
 
     @classmethod
     def fit(cls, texts: Iterable[str], max_features: int, maxlen: int, padding: Side = "pre",
-            truncating: Side = "pre") -> TextEncoder:
-        """Learn a vocabulary of `max_features` ids (specials included) from `texts`."""
+            truncating: Side = "pre", punctuation: bool = False) -> TextEncoder:
+        """Learn a vocabulary of `max_features` ids (specials included) from `texts`;
+        `punctuation` as in `build_tokenizer`."""
         if not isinstance(max_features, int) or max_features < 3:
             raise ValueError(
                 f"max_features must be an integer >= 3 (padding, unknown, one word), "
                 f"got {max_features!r}"
             )
-        tokenizer = build_tokenizer()
+        tokenizer = build_tokenizer(punctuation)
         trainer = trainers.WordLevelTrainer(
             vocab_size=max_features, special_tokens=[PAD_TOKEN, UNK_TOKEN], show_progress=False
         )

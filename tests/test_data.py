@@ -92,6 +92,17 @@ def test_text_is_normalised_like_the_keras_word_index():
     assert not {"<br", "/>", ".", "!"} & set(vocab)
 
 
+def test_punctuation_keeps_exclamation_and_question_marks_as_words():
+    texts = ["Why?! Great film!!<br />Really?"]
+    encoder = TextEncoder.fit(texts, max_features=20, maxlen=12, punctuation=True)
+    tokens = encoder.tokenizer.encode(texts[0]).tokens
+    assert [t for t in tokens if t != "[PAD]"] == ["why", "?", "!", "great", "film", "!", "!",
+                                                     "really", "?"]
+    # The tokenizer travels with the encoder: a checkpoint splits new text the same way.
+    again = TextEncoder.from_dict(encoder.to_dict())
+    assert torch.equal(again.encode(texts), encoder.encode(texts))
+
+
 def test_second_run_hits_the_cache_and_says_so(tmp_path, parquet_copy, caplog):
     first = make_datamodule(tmp_path, parquet_copy)
     first.prepare_data()
@@ -109,7 +120,8 @@ def test_second_run_hits_the_cache_and_says_so(tmp_path, parquet_copy, caplog):
 def test_cache_key_changes_with_every_setting_that_changes_the_tensors(tmp_path, parquet_copy):
     base = make_datamodule(tmp_path, parquet_copy).cache_path()
     for change in ({"maxlen": 17}, {"max_features": 51}, {"padding": "post"},
-                   {"truncating": "post"}, {"val_size": 50}, {"split_seed": 1}):
+                   {"truncating": "post"}, {"punctuation": True}, {"val_size": 50},
+                   {"split_seed": 1}):
         assert make_datamodule(tmp_path, parquet_copy, **change).cache_path() != base, change
     # ... but not with the loader-only settings.
     assert make_datamodule(tmp_path, parquet_copy, batch_size=8).cache_path() == base
