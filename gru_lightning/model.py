@@ -16,6 +16,7 @@ from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 Cell = Literal["gru", "lstm"]
 Init = Literal["torch", "keras"]
 Pooling = Literal["last", "max", "mean", "max_mean"]
+Schedule = Literal["constant", "cosine"]
 _POOLING_WIDTH = {"last": 1, "max": 1, "mean": 1, "max_mean": 2}
 _RNN = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -68,6 +69,8 @@ class SentimentRNN(L.LightningModule):
         cell: "gru" or "lstm".
         init: "keras" (Keras' default initializers) or "torch" (PyTorch's).
         lr: Adam learning rate.
+        lr_schedule: "constant" (the notebook), or "cosine": from `lr` down to 0 over the
+            run's steps (`trainer.max_epochs`), updated every step.
         adam_eps: Adam's epsilon: PyTorch's default 1e-8 (Keras uses 1e-7).
         weight_decay: decoupled weight decay (AdamW's); 0 is plain Adam, as the notebook.
         fused_adam: Adam's fused kernel (one op for all parameters): the same update rule,
@@ -91,6 +94,7 @@ class SentimentRNN(L.LightningModule):
         cell: Cell = "gru",
         init: Init = "keras",
         lr: float = 1e-3,
+        lr_schedule: Schedule = "constant",
         adam_eps: float = 1e-8,
         weight_decay: float = 0.0,
         fused_adam: bool = True,
@@ -113,6 +117,9 @@ class SentimentRNN(L.LightningModule):
             raise ValueError(f"model.init must be 'torch' or 'keras', got {init!r}")
         if not lr > 0:
             raise ValueError(f"model.lr must be positive, got {lr!r}")
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"model.lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         if not adam_eps > 0:
             raise ValueError(f"model.adam_eps must be positive, got {adam_eps!r}")
         if not weight_decay >= 0:
@@ -236,11 +243,19 @@ class SentimentRNN(L.LightningModule):
         ids = batch[0] if isinstance(batch, (tuple, list)) else batch
         return torch.sigmoid(self(ids))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=self.hparams.adam_eps,
-                                weight_decay=self.hparams.weight_decay,
-                                decoupled_weight_decay=True,
-                                fused=self.hparams.fused_adam or None)
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
+                                     eps=self.hparams.adam_eps,
+                                     weight_decay=self.hparams.weight_decay,
+                                     decoupled_weight_decay=True,
+                                     fused=self.hparams.fused_adam or None)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        # Steps of the whole run (all epochs), so a resumed run continues the same curve.
+        steps = self.trainer.estimated_stepping_batches
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- preprocessing travels with the checkpoint ----------------------------------------
 

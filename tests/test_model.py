@@ -73,6 +73,7 @@ def test_keras_init():
         ({"init": "xavier"}, "model.init must be 'torch' or 'keras'"),
         ({"pooling": "attention"}, "model.pooling must be one of"),
         ({"lr": 0}, "model.lr must be positive"),
+        ({"lr_schedule": "step"}, "model.lr_schedule must be 'constant' or 'cosine'"),
         ({"adam_eps": 0.0}, "model.adam_eps must be positive"),
         ({"weight_decay": -0.01}, "model.weight_decay must be >= 0"),
     ],

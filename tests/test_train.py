@@ -66,7 +66,7 @@ def test_run_folder_holds_checkpoints_metrics_and_tensorboard_scalars(compose_tr
     scalars = set(events.Tags()["scalars"])
     expected = {"train/loss_step", "train/loss_epoch", "train/acc_step", "train/acc_epoch",
                 "val/loss", "val/acc", "val/f1", "val/auroc", "test/acc", "test/loss",
-                "hp/val_acc_best", "hp/test_acc"}
+                "hp/val_acc_best", "hp/test_acc", "lr-Adam"}
     assert expected <= scalars, expected - scalars
     assert len(events.Scalars("val/acc")) == 2  # one per epoch
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
@@ -211,3 +211,13 @@ def test_ema_checkpoints_and_tests_the_averaged_weights(compose_train, tmp_path)
                                   "trainer.max_epochs=3", f"ckpt_path={checkpoints / 'last.ckpt'}",
                                   f"paths.output_dir={tmp_path / 'resumed'}"))
     assert resumed["epochs"] == 3
+
+
+def test_cosine_schedule_takes_the_lr_to_zero_over_the_run(compose_train):
+    cfg = compose_train("model.lr_schedule=cosine", "trainer.max_epochs=2")
+    train(cfg)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt",
+                       weights_only=False)
+    steps = state["global_step"]
+    assert steps > 0 and state["lr_schedulers"][0]["last_epoch"] == steps
+    assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
