@@ -103,7 +103,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("val/")
     }
     if cfg.test:
-        checkpoint = trainer.checkpoint_callback
+        # The checkpoint that monitors val/acc; last.ckpt's callback monitors nothing.
+        checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if cfg.test_weights == "best" and not best:
             log.warning("No best checkpoint was saved; testing the weights as trained")

@@ -221,3 +221,13 @@ def test_cosine_schedule_takes_the_lr_to_zero_over_the_run(compose_train):
     steps = state["global_step"]
     assert steps > 0 and state["lr_schedulers"][0]["last_epoch"] == steps
     assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(compose_train):
+    # lr ~0: validation accuracy never improves after the first epoch.
+    cfg = compose_train("model.lr=1e-12", "trainer.max_epochs=3")
+    train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    best = [p.name for p in checkpoints.iterdir() if p.name != "last.ckpt"]
+    assert len(best) == 1 and best[0].startswith("epoch00-")
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2
