@@ -85,7 +85,12 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xticks(x, [r["swept"][keys[0]] for r in done])
     else:
         x = list(range(len(done)))
-        ax.set_xticks(x, [r["overrides"] or r["job"] for r in done], rotation=30, ha="right")
+        many = len(done) > 8  # too many to name on the axis: job numbers, as in the table
+        labels = [r["job"].split("_", 1)[0] if many else r["overrides"] or r["job"]
+                  for r in done]
+        if many:
+            ax.set_xlabel("job")
+        ax.set_xticks(x, labels, rotation=0 if many else 30, ha="center" if many else "right")
     for key, label, marker in (("val_acc_best", "best val accuracy", "o"),
                                ("test_acc", "test accuracy", "s")):
         points = [(xi, r[key]) for xi, r in zip(x, done, strict=True) if r[key] is not None]

@@ -42,7 +42,8 @@ def test_every_config_group_composes():
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         for overrides in (["trainer=cpu"], ["trainer=gpu"], ["logger=csv"],
-                          ["callbacks=early_stopping"], ["experiment=keras_seed"],
+                          ["callbacks=early_stopping"], ["callbacks=ema"],
+                          ["experiment=keras_seed"], ["experiment=best"],
                           ["debug=fast_dev_run"]):
             cfg = compose("train", overrides=overrides)
             assert cfg.model.vocab_size == cfg.data.max_features
@@ -51,3 +52,7 @@ def test_every_config_group_composes():
         assert seed.data.val_size == 0 and seed.data.batch_size == 64
         assert seed.trainer.max_epochs == 3 and seed.test_weights == "last"
         assert compose("train", overrides=["trainer=gpu"]).trainer.accelerator == "gpu"
+        best = compose("train", overrides=["experiment=best"])
+        # The experiment swaps in the callbacks with the weight average, keeping the rest.
+        assert {"ema", "model_checkpoint", "last_checkpoint"} <= set(best.callbacks)
+        assert best.model.bidirectional and best.data.batch_size == 32
