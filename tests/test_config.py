@@ -55,4 +55,4 @@ def test_every_config_group_composes():
         best = compose("train", overrides=["experiment=best"])
         # The experiment swaps in the callbacks with the weight average, keeping the rest.
         assert {"ema", "model_checkpoint", "last_checkpoint"} <= set(best.callbacks)
-        assert best.model.bidirectional and best.data.batch_size == 32
+        assert best.model.bidirectional and best.data.batch_size == 16
