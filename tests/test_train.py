@@ -206,11 +206,14 @@ def test_ema_checkpoints_and_tests_the_averaged_weights(compose_train, tmp_path)
     again = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     assert again.test(model, datamodule=datamodule)[0]["test/acc"] == metrics["test/acc"]
 
-    # A resumed run picks up both the raw weights and their average.
+    # A resumed run picks up the average where it was: it has averaged every step of all
+    # three epochs, not only those since the restart.
     resumed = train(compose_train("callbacks=ema", "callbacks.ema.decay=0.9",
                                   "trainer.max_epochs=3", f"ckpt_path={checkpoints / 'last.ckpt'}",
                                   f"paths.output_dir={tmp_path / 'resumed'}"))
     assert resumed["epochs"] == 3
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["averaging_state"]["n_averaged"].item() == state["global_step"] > 0
 
 
 def test_cosine_schedule_takes_the_lr_to_zero_over_the_run(compose_train):
