@@ -94,9 +94,10 @@ def test_resume_from_checkpoint(compose_train, tmp_path):
 
 def test_testing_the_best_checkpoint_does_not_add_to_the_epoch_time(compose_train, tmp_path,
                                                                     monkeypatch):
-    """trainer.test(ckpt_path="best") restores the Timer from that checkpoint; the time per
-    epoch must be the fit's alone. A clock that ticks once per reading makes it exact: the
-    fit reads it the same number of times whether or not a test follows."""
+    """The time per epoch is the fit's alone, with or without a test of the best checkpoint
+    (trainer.test(ckpt_path="best") would restore the Timer from that checkpoint and count
+    the fit twice). A clock that ticks once per reading makes it exact: the fit reads it the
+    same number of times whether or not a test follows."""
     import lightning.pytorch.callbacks.timer as timer_module
 
     ticks = iter(range(1_000_000))
