@@ -31,6 +31,48 @@ class DatasetUnavailableError(RuntimeError):
     """IMDB could not be loaded from the configured source."""
 
 
+class DataError(ValueError):
+    """The data loaded, but its content cannot be trained on as it is (labels, texts)."""
+
+
+LABELS = (0, 1)  # negative, positive
+SHOWN_ROWS = 5  # rows named in a message
+
+
+def _rows(rows: list[int]) -> str:
+    shown = ", ".join(map(str, rows[:SHOWN_ROWS]))
+    return shown + (f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else "")
+
+
+def checked_split(split: str, texts: list[Any], labels: list[Any],
+                  source: str) -> tuple[list[str], list[int]]:
+    """The reviews of one split that can be trained on, checked before any tokenization.
+
+    Labels must be 0 or 1: anything else (a null, a 2, a string) is an error naming the
+    split, the value and its rows, since guessing what it means would train a wrong model.
+    Reviews with no text (null, empty or only whitespace) carry no evidence for their label:
+    they are left out with a warning naming their rows. `source` names the data in messages.
+    """
+    bad: dict[Any, list[int]] = {}
+    for row, label in enumerate(labels):
+        if label not in LABELS or isinstance(label, bool):
+            bad.setdefault(label, []).append(row)
+    if bad:
+        found = "; ".join(f"{value!r} in row(s) {_rows(rows)}" for value, rows in bad.items())
+        raise DataError(
+            f"{source}, {split} split: labels must be 0 (negative) or 1 (positive), found "
+            f"{found} (rows counted from 0). Fix or drop those rows.")
+    empty = [row for row, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
+    if len(empty) == len(texts):
+        raise DataError(f"{source}, {split} split: no review has any text")
+    if empty:
+        log.warning("%s, %s split: %d review(s) with no text (null or blank) left out: row(s) "
+                    "%s", source, split, len(empty), _rows(empty))
+        keep = sorted(set(range(len(texts))) - set(empty))
+        return [texts[i] for i in keep], [labels[i] for i in keep]
+    return list(texts), list(labels)
+
+
 def _local_copy_hint() -> str:
     return (
         "Point the run at a local copy with data.local_path=..., e.g.\n"
@@ -291,7 +333,18 @@ class IMDBDataModule(L.LightningDataModule):
     def _tokenize(self) -> dict[str, Any]:
         start = time.perf_counter()
         raw = self.load_raw()
-        train_texts, train_labels = raw["train"]["text"], raw["train"]["label"]
+        source = (f"data.local_path={str(self.local_path)!r}" if self.local_path is not None
+                  else f"data.hub_name={self.hub_name!r}")
+        checked = {}
+        for split in SPLITS:
+            missing = {"text", "label"} - set(raw[split].column_names)
+            if missing:
+                raise DataError(
+                    f"{source}, {split} split: no column(s) {sorted(missing)} (columns: "
+                    f"{raw[split].column_names}); IMDB's schema is text (string), label (0/1)")
+            checked[split] = checked_split(split, raw[split]["text"], raw[split]["label"],
+                                           source)
+        train_texts, train_labels = checked["train"]
         n_train = len(train_labels)
         n_val = self.val_size
         if isinstance(n_val, float):
@@ -315,7 +368,7 @@ class IMDBDataModule(L.LightningDataModule):
         train_labels_t = torch.tensor(train_labels)
         splits = {
             "train": encode(fit_texts, train_labels_t[fit_rows].tolist()),
-            "test": encode(raw["test"]["text"], raw["test"]["label"]),
+            "test": encode(*checked["test"]),
         }
         if n_val:
             splits["val"] = encode([train_texts[i] for i in val_rows],
@@ -347,7 +400,18 @@ class IMDBDataModule(L.LightningDataModule):
         path = self.cache_path()
         if not path.exists():  # setup without prepare_data, e.g. called by hand
             self.prepare_data()
-        data = torch.load(path, weights_only=True)
+        try:
+            data = torch.load(path, weights_only=True)
+            if "train" not in data.get("splits", {}) or "text_encoder" not in data:
+                raise ValueError("splits or text encoder missing")
+        except Exception as error:  # derived data: any damage is healed by rebuilding it
+            log.warning("The tokenized cache %s is unreadable (%s: %s); it is derived data, so "
+                        "it is deleted and rebuilt", path, type(error).__name__,
+                        str(error).splitlines()[0] if str(error) else "")
+            with FileLock(str(path) + ".lock"):
+                path.unlink(missing_ok=True)
+            self.prepare_data()
+            data = torch.load(path, weights_only=True)
         self.text_encoder = TextEncoder.from_dict(data["text_encoder"])
         self.splits = {name: TensorBatchDataset(s["ids"], s["labels"])
                        for name, s in data["splits"].items()}

@@ -14,6 +14,8 @@ cached by torch in `~/.cache/torch_extensions` (`TORCH_EXTENSIONS_DIR` moves it)
 
 from __future__ import annotations
 
+import logging
+import subprocess
 import sys
 from functools import cache
 from pathlib import Path
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().parent / "csrc" / "gru_cpu.cpp"
 LINUX_FLAGS = ["-ffast-math"] if sys.platform.startswith("linux") else []
 
@@ -41,12 +44,28 @@ def extension() -> ModuleType:
             extra_cflags=["-O3", *LINUX_FLAGS],
             extra_ldflags=["-lmvec"] if LINUX_FLAGS else [],
         )
-    except (OSError, RuntimeError, ImportError) as error:
+    except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
         raise RuntimeError(
             f"could not build the fused GRU kernel ({SOURCE.name}): {error}\n"
             "It needs a C++ compiler (g++) and ninja (`pip install ninja`). Or run PyTorch's "
             "own GRU with model.fused_gru=false."
         ) from error
+
+
+@cache
+def available_extension() -> ModuleType | None:
+    """The kernel, or None (with one warning per process) where it cannot be built, e.g. on
+    a machine without a C++ compiler: FusedGRU then runs PyTorch's GRU, same math, slower."""
+    try:
+        return extension()
+    except RuntimeError as error:
+        first_line = str(error.__cause__ or error).strip().splitlines()
+        log.warning(
+            "The fused GRU kernel could not be built (%s); training goes on with PyTorch's "
+            "own GRU, the same model about 2x slower on the CPU. Install a C++ compiler (g++) "
+            "to get it back, or set model.fused_gru=false to silence this.",
+            first_line[-1] if first_line else type(error).__name__)
+        return None
 
 
 class _Recurrence(torch.autograd.Function):
@@ -57,7 +76,7 @@ class _Recurrence(torch.autograd.Function):
                 b_hh: torch.Tensor, reverse: bool, save: bool) -> torch.Tensor:
         # `save` comes from the caller: under no_grad, needs_input_grad still says True for
         # parameters, and saving the gate activations would cost ~25 MB a validation batch.
-        out, acts = extension().forward(x_proj, h0, w_hh, b_hh, reverse, save)
+        out, acts = available_extension().forward(x_proj, h0, w_hh, b_hh, reverse, save)
         if save:
             ctx.save_for_backward(out, acts, h0, w_hh)
             ctx.reverse = reverse
@@ -70,7 +89,7 @@ class _Recurrence(torch.autograd.Function):
         if grad_out is None:
             return None, None, None, None, None, None
         # The last state is an output step too: its gradient arrives through grad_out.
-        grad_x, grad_h0, grad_w, grad_b = extension().backward(
+        grad_x, grad_h0, grad_w, grad_b = available_extension().backward(
             grad_out, out, acts, h0, w_hh, ctx.reverse)
         return grad_x, grad_h0, grad_w, grad_b, None, None
 
@@ -81,7 +100,8 @@ class FusedGRU(nn.GRU):
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None):
         if (isinstance(input, nn.utils.rnn.PackedSequence) or input.device.type != "cpu"
                 or input.dim() != 3 or input.dtype not in (torch.float32, torch.float64)
-                or torch.compiler.is_compiling()):  # torch.export / compile trace nn.GRU
+                or torch.compiler.is_compiling()  # torch.export / compile trace nn.GRU
+                or available_extension() is None):  # no compiler: PyTorch's GRU, warned once
             return super().forward(input, hx)
         x = input.transpose(0, 1) if self.batch_first else input  # [T, B, features]
         directions = 2 if self.bidirectional else 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -19,6 +22,34 @@ Pooling = Literal["last", "max", "mean", "max_mean"]
 Schedule = Literal["constant", "cosine"]
 _POOLING_WIDTH = {"last": 1, "max": 1, "mean": 1, "max_mean": 2}
 _RNN = {"gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a usable checkpoint of this project."""
+
+
+def read_checkpoint(path: str | Path, setting: str = "checkpoint ",
+                    weights_only: bool = True) -> dict[str, Any]:
+    """A checkpoint written by `python train.py`, read on the CPU; `CheckpointError` with one
+    line naming `setting` and the file when it is missing, truncated or not a checkpoint.
+    `weights_only=False` also reads what resuming needs (callback states), and so may run
+    code from the file: for a run's own checkpoints only."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{setting}{str(path)!r} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
+            zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise CheckpointError(
+            f"{setting}{str(path)!r} is not a readable checkpoint ({type(error).__name__}: "
+            f"{reason}); the file is damaged or was cut short. Use another checkpoint of the run "
+            "(checkpoints/ holds the best epoch and last.ckpt) or start afresh."
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{setting}{str(path)!r} is not a Lightning checkpoint")
+    return checkpoint
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,18 +27,22 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import gru_lightning.sweep  # noqa: F401  registers ${swept_overrides:...} for job folder names
-from gru_lightning.data import DatasetUnavailableError
+from gru_lightning.data import DataError, DatasetUnavailableError
+from gru_lightning.faults import DivergedError, InterruptCheckpoint
+from gru_lightning.model import CheckpointError, read_checkpoint
 
 log = logging.getLogger(__name__)
 # conf/ sits beside the package (editable install or a checkout), as in lightning-hydra-template.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-# Errors caused by what the user typed or pointed at: shown as one message, no traceback.
-USER_ERRORS = (DatasetUnavailableError, InstantiationException, MisconfigurationException,
-               FileNotFoundError, ValueError)
+# Errors caused by what the user typed or pointed at, or a run that diverged: shown as one
+# message, no traceback.
+USER_ERRORS = (DatasetUnavailableError, DataError, CheckpointError, DivergedError,
+               InstantiationException, MisconfigurationException, FileNotFoundError, ValueError)
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -71,12 +76,15 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test and write `metrics.json`; returns the metrics."""
+    """Fit, test and write `metrics.json`; returns the metrics. `metrics.json` says
+    "running" from the start, so a run killed outright is told apart from a finished one."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
+    write_status(output_dir, "running", {})
+    if cfg.ckpt_path is not None:
+        # One clear message before any data work, rather than Lightning's traceback later.
+        read_checkpoint(cfg.ckpt_path, "ckpt_path=", weights_only=False)
     if cfg.test_weights not in ("best", "last"):
         raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
 
@@ -84,8 +92,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Vanishing gradients through long reviews become denormal floats, which x86 CPUs
     # compute on many times slower: 5.8x slower training at maxlen 400 (bench/README).
     torch.set_flush_denormal(cfg.flush_denormal)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     # Everything that can reject the config is built before any data work starts.
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
@@ -94,7 +100,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("Model: %s trainable parameters", f"{n_params:,}")
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except DivergedError as error:
+        write_status(output_dir, "diverged", {"error": str(error), "epochs": trainer.current_epoch,
+                                              "step": trainer.global_step})
+        raise
+    except (KeyboardInterrupt, SystemExit) as error:
+        # Lightning turns Ctrl-C into sys.exit(1) after the callbacks' on_exception.
+        if isinstance(error, SystemExit) and trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        raise _interrupted(trainer, output_dir) from None
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     # Read before testing: the fit's time alone.
     fit_seconds = timer.time_elapsed("train") if timer is not None else None
@@ -135,6 +151,37 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C ended the fit; the message says what was saved and how to resume."""
+
+
+def resume_command(checkpoint: Path) -> str:
+    """`python train.py` with this run's overrides and `ckpt_path` set to `checkpoint`."""
+    overrides = [o for o in HydraConfig.get().overrides.task
+                 if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.", "paths.output_dir"))]
+    return shlex.join(["python", "train.py", *overrides, f"ckpt_path={checkpoint}"])
+
+
+def _interrupted(trainer: L.Trainer, output_dir: Path) -> RunInterrupted:
+    """Record an interrupted fit in `metrics.json`: what was saved, and the command that
+    resumes it."""
+    saved = next((c.saved for c in trainer.callbacks
+                  if isinstance(c, InterruptCheckpoint) and c.saved is not None), None)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    checkpoint = saved or (last if last.is_file() else None)
+    record: dict[str, Any] = {"epochs": trainer.current_epoch, "step": trainer.global_step}
+    if checkpoint is None:
+        write_status(output_dir, "interrupted", record)
+        return RunInterrupted("Interrupted before the first training step ended: nothing to "
+                              "resume; run the same command again.")
+    command = resume_command(checkpoint.resolve())
+    write_status(output_dir, "interrupted", {**record, "checkpoint": str(checkpoint),
+                                             "resume": command})
+    return RunInterrupted(
+        f"Interrupted at step {trainer.global_step} (epoch {trainer.current_epoch}). Saved "
+        f"{checkpoint}; resume with:\n  {command}")
+
+
 def write_status(output_dir: Path, status: str, metrics: dict[str, Any]) -> None:
     """`metrics.json`: what the sweep report and users read back."""
     record = {"status": status, **metrics}
@@ -150,15 +197,26 @@ def _user_message(error: Exception) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    output_dir = Path(cfg.paths.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = train(cfg)
+    except RunInterrupted as stop:
+        log.error("%s", stop)
+        sys.exit(130)  # the shell's code for Ctrl-C; a multirun stops here too
+    except KeyboardInterrupt:  # outside the fit: loading, tokenizing, testing
+        write_status(output_dir, "interrupted", {})
+        log.error("Interrupted before or after the fit; checkpoints, if any, are in %s",
+                  output_dir / "checkpoints")
+        sys.exit(130)
     except Exception as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if not isinstance(error, DivergedError):
+            write_status(output_dir, "failed", {"error": _user_message(error)})
+        if multirun:
             # One failed job must not stop the sweep (Hydra's launchers stop at the first
-            # exception): record it for the report, and give the sweeper NaN, which
+            # exception): it is recorded for the report, and the sweeper gets NaN, which
             # Optuna records as a failed trial.
             log.exception("Job failed: %s", _user_message(error))
-            write_status(Path(cfg.paths.output_dir), "failed", {"error": _user_message(error)})
             return float("nan")
         if isinstance(error, USER_ERRORS):
             log.error("%s", _user_message(error))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gru_lightning.data import DatasetUnavailableError, IMDBDataModule
+from gru_lightning.data import DataError, DatasetUnavailableError, IMDBDataModule
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 from tests.conftest import write_parquet_copy
 
@@ -217,3 +217,88 @@ def test_splits_move_to_an_accelerator_once(tmp_path, parquet_copy):
     on_cpu.trainer = dm.trainer
     on_cpu.setup("fit")
     assert on_cpu.splits["train"].ids.device.type == "cpu"
+
+
+def _copy_with(tmp_path: Path, rows: list[tuple[object, object]]) -> Path:
+    """A parquet copy whose training split ends with `rows` (text, label)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.conftest import synthetic_reviews
+
+    root = tmp_path / "copy"
+    root.mkdir()
+    train = synthetic_reviews(300, seed=0) + rows
+    pq.write_table(pa.table({"text": [t for t, _ in train], "label": [y for _, y in train]}),
+                   root / "train.parquet")
+    test = synthetic_reviews(50, seed=1)
+    pq.write_table(pa.table({"text": [t for t, _ in test], "label": [y for _, y in test]}),
+                   root / "test.parquet")
+    return root
+
+
+@pytest.mark.parametrize(("bad_label", "shown"), [(2, "2 in row(s) 300, 302"),
+                                                  (None, "None in row(s) 300, 302"),
+                                                  (-1, "-1 in row(s) 300, 302")])
+def test_labels_other_than_0_and_1_are_one_clear_error_before_tokenizing(tmp_path, bad_label,
+                                                                         shown):
+    copy = _copy_with(tmp_path, [("a fine film", bad_label), ("ok", 1), ("meh", bad_label)])
+    dm = make_datamodule(tmp_path, copy)
+    with pytest.raises(DataError) as error:
+        dm.prepare_data()
+    message = str(error.value)
+    assert f"data.local_path='{copy}', train split" in message
+    assert "labels must be 0 (negative) or 1 (positive)" in message and shown in message
+    assert not list((tmp_path / "cache").glob("*.pt"))  # nothing tokenized, nothing cached
+
+
+@pytest.mark.parametrize("empty", [None, "", "   \n "])
+def test_reviews_without_text_are_left_out_with_a_warning(tmp_path, caplog, empty):
+    copy = _copy_with(tmp_path, [(empty, 1), ("a fine film", 1), (empty, 0)])
+    dm = make_datamodule(tmp_path, copy, val_size=0)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert len(dm.splits["train"]) == 301  # 300 + the one with text
+    assert "train split: 2 review(s) with no text (null or blank) left out: row(s) 300, 302" \
+        in caplog.text
+
+
+def test_a_split_with_no_text_at_all_is_an_error(tmp_path):
+    copy = _copy_with(tmp_path, [])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["", None], "label": [0, 1]}), copy / "test.parquet")
+    with pytest.raises(DataError, match="test split: no review has any text"):
+        make_datamodule(tmp_path, copy).prepare_data()
+
+
+def test_missing_columns_are_a_clear_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "copy"
+    root.mkdir()
+    for split in ("train", "test"):
+        pq.write_table(pa.table({"review": ["good", "bad"], "label": [1, 0]}),
+                       root / f"{split}.parquet")
+    with pytest.raises(DataError, match=r"train split: no column\(s\) \['text'\]"):
+        make_datamodule(tmp_path, root).prepare_data()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, parquet_copy, caplog, damage):
+    first = make_datamodule(tmp_path, parquet_copy)
+    first.setup("fit")
+    path = first.cache_path()
+    content = path.read_bytes()
+    path.write_bytes({"truncate": content[: len(content) // 3], "garbage": b"not a cache",
+                      "empty": b""}[damage])
+    again = make_datamodule(tmp_path, parquet_copy)
+    with caplog.at_level(logging.WARNING):
+        again.prepare_data()
+        again.setup("fit")
+    assert "is unreadable" in caplog.text and "deleted and rebuilt" in caplog.text
+    for split in ("train", "val", "test"):
+        assert torch.equal(again.splits[split].ids, first.splits[split].ids)
+    assert torch.load(path, weights_only=True)  # whole again

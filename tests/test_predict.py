@@ -179,3 +179,26 @@ def _edited(tmp: Path, checkpoint: Path, edit) -> Path:
     path = tmp / "edited.ckpt"
     torch.save(state, path)
     return path
+
+
+def test_reviews_may_follow_options(checkpoint):
+    result = run_cli(str(checkpoint), "--batch-size", "8", "--jsonl", "great superb film",
+                     "awful dull film")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [r["text"] for r in rows] == ["great superb film", "awful dull film"]
+
+
+def test_one_review_per_line_means_newlines_only(tmp_path, checkpoint):
+    """Reviews hold NEL (U+0085), U+2028 and form feeds, at which str.splitlines() would also
+    split: one output per input line, in order."""
+    reviews = ["great film\x85loved it", "awful\u2028dull", "superb\x0cmoving", "boring",
+               "worst film"]
+    file = tmp_path / "reviews.txt"
+    file.write_bytes("\r\n".join(reviews[:2]).encode() + b"\n"
+                     + "\n".join(reviews[2:]).encode() + b"\n")
+    assert read_reviews(str(file))[0] == reviews
+    result = run_cli(str(checkpoint), "--file", str(file), "--jsonl")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.decode().split("\n") if line]
+    assert [r["text"] for r in rows] == reviews

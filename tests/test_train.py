@@ -143,7 +143,7 @@ def test_resume_with_other_preprocessing_is_refused(compose_train, tmp_path):
         (["data.maxlen=0"], {}, "data.maxlen must be a positive integer, got 0"),
         (["trainer.accelerator=tpu9"], {}, "invalid accelerator name"),
         (["data.local_path=/no/such/imdb"], {}, "'/no/such/imdb' does not exist"),
-        (["ckpt_path=/no/such.ckpt"], {}, "no such checkpoint file"),
+        (["ckpt_path=/no/such.ckpt"], {}, "ckpt_path='/no/such.ckpt' does not exist"),
         # No local copy and no route to the Hub (nothing listens on port 9).
         ([], {"HF_ENDPOINT": "http://127.0.0.1:9"}, "the Hugging Face Hub is unreachable"),
     ],
@@ -168,6 +168,36 @@ def test_corrupt_parquet_through_the_entry_point(tmp_path, parquet_copy):
     assert result.returncode == 1
     assert "Could not read the IMDB copy" in result.stderr + result.stdout
     assert not list((tmp_path / "cache").glob("*.pt"))
+
+
+def test_bad_labels_through_the_entry_point(tmp_path, reviews):
+    from tests.conftest import write_parquet_copy
+
+    rows = [*reviews["train"][:100], ("a third kind of review", 2)]
+    copy = write_parquet_copy(tmp_path / "copy", {"train": rows, "test": reviews["test"]})
+    result = run_entry(f"data.local_path={copy}", tmp_path=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "train split: labels must be 0 (negative) or 1 (positive), found 2 in row(s) 100" \
+        in output
+    assert "Traceback" not in output
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a checkpoint", "half"])
+def test_a_corrupt_ckpt_path_is_one_clear_message(tmp_path, parquet_copy, compose_train, damage):
+    cfg = compose_train()
+    train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(last.read_bytes()[:20_000] if damage == "half" else damage)
+    result = run_entry(f"data.local_path={parquet_copy}", f"ckpt_path={broken}",
+                       "data.max_features=100", tmp_path=tmp_path / "resume")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert f"ckpt_path='{broken}' is not a readable checkpoint" in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) <= 3
+    assert last.is_file()  # the run's own checkpoints are untouched
 
 
 def test_ddp_on_two_cpu_processes_syncs_metrics(tmp_path, parquet_copy):

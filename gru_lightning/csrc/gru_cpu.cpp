@@ -5,6 +5,7 @@
 // per time step; here a step is one GEMM plus one loop over the gates, and the backward
 // pass is one GEMM plus one loop per step, with the weight gradients as two large GEMMs
 // after the loop.
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <cmath>
@@ -20,6 +21,9 @@
 #endif
 
 namespace {
+
+// Batch rows per thread at least: below this, the rows stay on one thread.
+constexpr int64_t kRowsPerThread = 8;
 
 template <typename T>
 inline T sigmoid(T x) {
@@ -70,6 +74,11 @@ GATE_LOOP void gates_backward(
 // w_hh: [3H, H], b_hh: [3H]. Returns out [T, B, H] (the hidden state after each step, in
 // time order) and, when `save` is set, the activations backward needs: [T, B, 4H] holding
 // r, z, n and hn per step.
+//
+// Batch rows are independent through time, so each thread takes a block of rows through
+// every step: one parallel region for the whole recurrence, and single-threaded GEMMs inside
+// it. Parallel GEMMs per step would open a region (and a barrier) 100 times per sequence; on a
+// busy machine each barrier waits for a thread that another process has descheduled.
 std::vector<at::Tensor> forward(const at::Tensor& x_proj, const at::Tensor& h0,
                                 const at::Tensor& w_hh, const at::Tensor& b_hh, bool reverse,
                                 bool save) {
@@ -79,24 +88,28 @@ std::vector<at::Tensor> forward(const at::Tensor& x_proj, const at::Tensor& h0,
   auto h_init = h0.contiguous();
   auto out = at::empty({steps, batch, hidden}, h0.options());
   auto acts = at::empty({save ? steps : 1, batch, 4 * hidden}, h0.options());
-  auto gh = at::empty({batch, 3 * hidden}, h0.options());
   const auto w_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "gru_cpu_forward", [&] {
     const int64_t sxt = x_proj.stride(0), sxb = x_proj.stride(1), H = hidden;
-    at::Tensor h = h_init;
-    for (int64_t s = 0; s < steps; ++s) {
-      const int64_t t = reverse ? steps - 1 - s : s;
-      at::addmm_out(gh, b_hh, h, w_t);
-      const scalar_t* xs = x_proj.data_ptr<scalar_t>() + t * sxt;
-      const scalar_t* gs = gh.data_ptr<scalar_t>();
-      const scalar_t* hs = h.data_ptr<scalar_t>();
-      scalar_t* os = out.data_ptr<scalar_t>() + t * batch * H;
-      scalar_t* as = acts.data_ptr<scalar_t>() + (save ? t * batch * 4 * H : 0);
-      for (int64_t b = 0; b < batch; ++b) {
-        gates_forward(H, xs + b * sxb, gs + b * 3 * H, hs + b * H, os + b * H, as + b * 4 * H);
+    at::parallel_for(0, batch, kRowsPerThread, [&](int64_t begin, int64_t end) {
+      const int64_t rows = end - begin;
+      auto gh = at::empty({rows, 3 * hidden}, h0.options());
+      at::Tensor h = h_init.slice(0, begin, end);
+      for (int64_t s = 0; s < steps; ++s) {
+        const int64_t t = reverse ? steps - 1 - s : s;
+        at::addmm_out(gh, b_hh, h, w_t);
+        const scalar_t* xs = x_proj.data_ptr<scalar_t>() + t * sxt + begin * sxb;
+        const scalar_t* gs = gh.data_ptr<scalar_t>();
+        const scalar_t* hs = h.data_ptr<scalar_t>();
+        scalar_t* os = out.data_ptr<scalar_t>() + (t * batch + begin) * H;
+        // Without `save`, acts is one step of scratch rows, each thread its own block.
+        scalar_t* as = acts.data_ptr<scalar_t>() + ((save ? t * batch : 0) + begin) * 4 * H;
+        for (int64_t b = 0; b < rows; ++b) {
+          gates_forward(H, xs + b * sxb, gs + b * 3 * H, hs + b * H, os + b * H, as + b * 4 * H);
+        }
+        h = out.select(0, t).slice(0, begin, end);
       }
-      h = out.select(0, t);
-    }
+    });
   });
   return {out, acts};
 }
@@ -114,24 +127,31 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& o
   const auto go = grad_out.contiguous();
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gru_cpu_backward", [&] {
     const int64_t H = hidden;
-    for (int64_t s = steps - 1; s >= 0; --s) {
-      const int64_t t = reverse ? steps - 1 - s : s;
-      const int64_t t_prev = reverse ? t + 1 : t - 1;
-      const scalar_t* hs = s == 0 ? h_init.data_ptr<scalar_t>()
-                                  : out.data_ptr<scalar_t>() + t_prev * batch * H;
-      const scalar_t* as = acts.data_ptr<scalar_t>() + t * batch * 4 * H;
-      const scalar_t* gos = go.data_ptr<scalar_t>() + t * batch * H;
-      scalar_t* dhs = dh.data_ptr<scalar_t>();
-      scalar_t* dds = dh_direct.data_ptr<scalar_t>();
-      scalar_t* gxs = grad_x.data_ptr<scalar_t>() + t * batch * 3 * H;
-      scalar_t* ggs = grad_gh.data_ptr<scalar_t>() + t * batch * 3 * H;
-      for (int64_t b = 0; b < batch; ++b) {
-        gates_backward(H, hs + b * H, as + b * 4 * H, gos + b * H, dhs + b * H, dds + b * H,
-                       gxs + b * 3 * H, ggs + b * 3 * H);
+    // Blocks of batch rows, one per thread, as in forward.
+    at::parallel_for(0, batch, kRowsPerThread, [&](int64_t begin, int64_t end) {
+      const int64_t rows = end - begin;
+      at::Tensor dh_rows = dh.slice(0, begin, end);
+      const at::Tensor dd_rows = dh_direct.slice(0, begin, end);
+      for (int64_t s = steps - 1; s >= 0; --s) {
+        const int64_t t = reverse ? steps - 1 - s : s;
+        const int64_t t_prev = reverse ? t + 1 : t - 1;
+        const int64_t row0 = t * batch + begin;
+        const scalar_t* hs = s == 0 ? h_init.data_ptr<scalar_t>() + begin * H
+                                    : out.data_ptr<scalar_t>() + (t_prev * batch + begin) * H;
+        const scalar_t* as = acts.data_ptr<scalar_t>() + row0 * 4 * H;
+        const scalar_t* gos = go.data_ptr<scalar_t>() + row0 * H;
+        scalar_t* dhs = dh_rows.data_ptr<scalar_t>();
+        scalar_t* dds = dh_direct.data_ptr<scalar_t>() + begin * H;
+        scalar_t* gxs = grad_x.data_ptr<scalar_t>() + row0 * 3 * H;
+        scalar_t* ggs = grad_gh.data_ptr<scalar_t>() + row0 * 3 * H;
+        for (int64_t b = 0; b < rows; ++b) {
+          gates_backward(H, hs + b * H, as + b * 4 * H, gos + b * H, dhs + b * H, dds + b * H,
+                         gxs + b * 3 * H, ggs + b * 3 * H);
+        }
+        // dh_prev = grad_h * z + grad_gh[t] @ W_hh
+        at::addmm_out(dh_rows, dd_rows, grad_gh.select(0, t).slice(0, begin, end), w_hh);
       }
-      // dh_prev = grad_h * z + grad_gh[t] @ W_hh
-      at::addmm_out(dh, dh_direct, grad_gh.select(0, t), w_hh);
-    }
+    });
   });
   // Each step's input state, in the same time order as out.
   const auto first = h_init.unsqueeze(0);

@@ -1,0 +1,100 @@
+"""What a run does when training goes wrong: a loss that stops being finite, Ctrl-C, and a
+process killed while it writes a checkpoint.
+
+The first two end the fit at once with an exception that `train.py` turns into a status in
+`metrics.json` ("diverged", "interrupted"), a message and a non-zero exit. Checkpoints are
+written whole or not at all, so a run killed at any moment leaves its earlier ones intact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: more steps cannot bring the weights back."""
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops the fit with `DivergedError` at the first training step whose loss is NaN or
+    infinite, before any checkpoint of the broken weights is written.
+
+    Args:
+        check_every_n_steps: on an accelerator, reading the loss waits for the device, so it is
+            checked every n steps there; on the CPU every step (it costs nothing).
+    """
+
+    def __init__(self, check_every_n_steps: int = 50) -> None:
+        if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) \
+                or check_every_n_steps < 1:
+            raise ValueError(
+                f"check_every_n_steps must be a positive integer, got {check_every_n_steps!r}")
+        self.check_every_n_steps = check_every_n_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        on_cpu = loss.device.type == "cpu"
+        if not on_cpu and trainer.global_step % self.check_every_n_steps:
+            return
+        if not torch.isfinite(loss).all():
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+            raise DivergedError(
+                f"the training loss is {loss.item()} at step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}): training diverged, and the run stopped before "
+                f"saving the broken weights. Lower the learning rate (model.lr, now {lr}) "
+                "or resume from an earlier checkpoint."
+            )
+
+
+class InterruptCheckpoint(L.Callback):
+    """On Ctrl-C (KeyboardInterrupt) during the fit, saves the state of the step it reached to
+    `dirpath/filename.ckpt`, to resume from with `ckpt_path=`. Other exceptions save nothing:
+    a diverged run's weights are not worth keeping, and a failed one's may be inconsistent.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
+        if not filename:
+            raise ValueError("filename must not be empty")
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt) or trainer.sanity_checking:
+            return
+        if trainer.global_step == 0 or trainer.state.fn != TrainerFn.FITTING:
+            return  # nothing trained yet, or not fitting (testing): nothing to resume
+        trainer.save_checkpoint(self.path)  # atomic: a temporary file, then a rename
+        self.saved = self.path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside its target, flushes it to disk, then
+    renames it over the target: a rename within a folder is atomic, so a process killed while
+    writing leaves the previous file (e.g. last.ckpt) whole. Lightning's own writer moves the
+    file from the system's temporary folder, which is a copy, not a rename, where that folder
+    is another file system (a tmpfs /tmp)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
+                        storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
