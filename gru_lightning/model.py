@@ -191,10 +191,15 @@ class SentimentRNN(L.LightningModule):
         if self.hparams.word_dropout and self.training:
             dropped = torch.rand(ids.shape, device=ids.device) < self.hparams.word_dropout
             ids = ids.masked_fill(dropped & (ids != PAD_ID), UNK_ID)
-        embedded = self.embedding(ids)
-        if self.hparams.embedding_dropout and self.training:
-            embedded = self.embedding_dropout(embedded.transpose(1, 2)).transpose(1, 2)
-        outputs, state = self.rnn(embedded)
+        if isinstance(self.rnn, FusedGRU) and not (self.hparams.embedding_dropout
+                                                   and self.training):
+            # The first projection per distinct word, not per token (fused_gru.py).
+            outputs, state = self.rnn.forward_ids(ids, self.embedding.weight)
+        else:
+            embedded = self.embedding(ids)
+            if self.hparams.embedding_dropout and self.training:
+                embedded = self.embedding_dropout(embedded.transpose(1, 2)).transpose(1, 2)
+            outputs, state = self.rnn(embedded)
         pooling = self.hparams.pooling
         if pooling == "last":
             hidden = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)

@@ -115,3 +115,30 @@ def test_without_a_compiler_it_falls_back_to_pytorchs_gru_with_one_warning(
     finally:
         fused_gru.available_extension.cache_clear()
         fused_gru.extension.cache_clear()  # the next test builds (loads) the real one
+
+
+@pytest.mark.parametrize(("bidirectional", "num_layers"), [(False, 1), (True, 2)])
+def test_forward_from_ids_matches_embedding_then_gru(bidirectional, num_layers):
+    """FusedGRU.forward_ids projects each distinct word once; outputs and every gradient,
+    the embedding's included, match nn.Embedding + nn.GRU in float64."""
+    torch.manual_seed(0)
+    embedding = nn.Embedding(30, 8).double()
+    reference = nn.GRU(8, 6, num_layers=num_layers, batch_first=True,
+                       bidirectional=bidirectional).double()
+    fused = FusedGRU(8, 6, num_layers=num_layers, batch_first=True,
+                     bidirectional=bidirectional).double()
+    fused.load_state_dict(reference.state_dict())
+    weight = embedding.weight.detach().clone().requires_grad_()
+    ids = torch.randint(0, 12, (5, 9))  # few distinct words: the shared projection runs
+    out, h = reference(embedding(ids))
+    fused_out, fused_h = fused.forward_ids(ids, weight)
+    torch.testing.assert_close(fused_out, out)
+    torch.testing.assert_close(fused_h, h)
+    (out.sum() + h.pow(2).sum()).backward()
+    (fused_out.sum() + fused_h.pow(2).sum()).backward()
+    torch.testing.assert_close(weight.grad, embedding.weight.grad)
+    for mine, theirs in zip(fused.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad)
+    distinct = torch.arange(45).reshape(5, 9)  # all distinct: projected per token instead
+    torch.testing.assert_close(fused.forward_ids(distinct, weight)[0],
+                               reference(embedding(distinct))[0])

@@ -110,7 +110,8 @@ def test_pooling_ignores_padding():
 
 def test_embedding_dropout_drops_whole_channels_in_training_only():
     torch.manual_seed(0)
-    model = SentimentRNN(vocab_size=50, embedding_dim=64, embedding_dropout=0.5)
+    # PyTorch's GRU: the fused one takes ids (FusedGRU.forward_ids) where no dropout applies.
+    model = SentimentRNN(vocab_size=50, embedding_dim=64, embedding_dropout=0.5, fused_gru=False)
     seen = {}
     model.rnn.register_forward_hook(lambda module, args, out: seen.update(x=args[0]))
     ids = torch.randint(0, 50, (4, 10))
@@ -126,7 +127,7 @@ def test_embedding_dropout_drops_whole_channels_in_training_only():
 
 def test_word_dropout_replaces_words_not_padding_in_training_only():
     torch.manual_seed(0)
-    model = SentimentRNN(vocab_size=50, word_dropout=0.3)
+    model = SentimentRNN(vocab_size=50, word_dropout=0.3, fused_gru=False)  # hooks nn.Embedding
     seen = {}
     model.embedding.register_forward_hook(lambda module, args, out: seen.update(ids=args[0]))
     ids = torch.randint(2, 50, (8, 40))
