@@ -122,7 +122,7 @@ def test_forward_from_ids_matches_embedding_then_gru(bidirectional, num_layers):
     """FusedGRU.forward_ids projects each distinct word once; outputs and every gradient,
     the embedding's included, match nn.Embedding + nn.GRU in float64."""
     torch.manual_seed(0)
-    embedding = nn.Embedding(30, 8).double()
+    embedding = nn.Embedding(60, 8).double()
     reference = nn.GRU(8, 6, num_layers=num_layers, batch_first=True,
                        bidirectional=bidirectional).double()
     fused = FusedGRU(8, 6, num_layers=num_layers, batch_first=True,
