@@ -32,9 +32,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gru_lightning import train as entry
-from gru_lightning.data import IMDBDataModule
 from gru_lightning.model import SentimentRNN
 from gru_lightning.predict import SentimentClassifier
+from gru_lightning.sources import IMDBDataModule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPEATS = 3
@@ -131,7 +131,7 @@ def inference(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
     model = instantiate(cfg.model)
     model.text_encoder = data.text_encoder
     classifier = SentimentClassifier(model, device="cpu")
-    texts = list(data.load_raw()["test"]["text"])
+    texts = list(data.read()["test"]["text"])
     start = time.perf_counter()
     classifier.predict_proba(texts, batch_size=256)
     text_s = time.perf_counter() - start

@@ -118,6 +118,8 @@ def main() -> None:
                              "temporary worktree); needed by the variants named old*")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--name", default="load",
+                        help="results go to bench/results/NAME.{json,md}")
     args = parser.parse_args()
     variants = args.variants.split(",")
     # Paths as seen from here: the baseline runs in another folder.
@@ -162,8 +164,8 @@ def main() -> None:
     table = markdown(report)
     print(table)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "load.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "load.md").write_text(table)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(table)
 
 
 if __name__ == "__main__":

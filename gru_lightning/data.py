@@ -1,4 +1,11 @@
-"""IMDB as a LightningDataModule: load (Hub or local copy), tokenize, pad, cache, batch."""
+"""Text classification data as a LightningDataModule: check, tokenize, pad, cache, batch.
+
+`TextDataModule` does everything that follows reading the raw data: it checks the labels
+and texts, maps labels to ids, holds out the test (when the source has none) and
+validation reviews, builds the vocabulary, pads, caches and batches. Each source in
+`sources.py` (IMDB, any Hugging Face data set, local files, a folder per class) only reads
+its raw splits: `read()`, `source_signature()` and `source_name()`.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,10 @@ import hashlib
 import json
 import logging
 import os
-import socket
-import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import lightning as L
 import tokenizers
@@ -24,118 +28,107 @@ from gru_lightning.preprocessing import FORMAT_VERSION, Side, TextEncoder, check
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "test")
+CACHE_VERSION = 2  # bump when the cached content changes (2: label names)
+SHOWN_ROWS = 5  # rows named in a message
 
 
 class DatasetUnavailableError(RuntimeError):
-    """IMDB could not be loaded from the configured source."""
+    """The data could not be loaded from the configured source."""
 
 
 class DataError(ValueError):
     """The data loaded, but its content cannot be trained on as it is (labels, texts)."""
 
 
-LABELS = (0, 1)  # negative, positive
-SHOWN_ROWS = 5  # rows named in a message
-
-
-def _rows(rows: list[int]) -> str:
+def _rows(rows: Sequence[int]) -> str:
     shown = ", ".join(map(str, rows[:SHOWN_ROWS]))
     return shown + (f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else "")
 
 
-def checked_split(split: str, texts: list[Any], labels: list[Any],
-                  source: str) -> tuple[list[str], list[int]]:
-    """The reviews of one split that can be trained on, checked before any tokenization.
-
-    Labels must be 0 or 1: anything else (a null, a 2, a string) is an error naming the
-    split, the value and its rows, since guessing what it means would train a wrong model.
-    Reviews with no text (null, empty or only whitespace) carry no evidence for their label:
-    they are left out with a warning naming their rows. `source` names the data in messages.
-    """
+def _by_value(values: Sequence[Any], wanted) -> dict[Any, list[int]]:
+    """Rows of the values for which `wanted(value)` is false, grouped by value."""
     bad: dict[Any, list[int]] = {}
-    for row, label in enumerate(labels):
-        if label not in LABELS or isinstance(label, bool):
-            bad.setdefault(label, []).append(row)
-    if bad:
-        found = "; ".join(f"{value!r} in row(s) {_rows(rows)}" for value, rows in bad.items())
-        raise DataError(
-            f"{source}, {split} split: labels must be 0 (negative) or 1 (positive), found "
-            f"{found} (rows counted from 0). Fix or drop those rows.")
-    empty = [row for row, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
+    for row, value in enumerate(values):
+        if not wanted(value):
+            bad.setdefault(value, []).append(row)
+    return bad
+
+
+def _found(bad: dict[Any, list[int]]) -> str:
+    return "; ".join(f"{value!r} in row(s) {_rows(rows)}" for value, rows in bad.items())
+
+
+def joined_texts(columns: Sequence[Sequence[Any]]) -> list[str | None]:
+    """One text per row from one or several text columns, joined by a space (a null cell
+    counts as empty); None where the row has no text at all."""
+    texts = []
+    for cells in zip(*columns, strict=True):
+        parts = [c for c in cells if isinstance(c, str) and c.strip()]
+        texts.append(" ".join(parts) if parts else None)
+    return texts
+
+
+def kept_rows(split: str, texts: Sequence[str | None], source: str) -> list[int]:
+    """Rows that have text. A review with no text (null, empty or only whitespace) carries no
+    evidence for its label: it is left out, with a warning naming its rows."""
+    empty = [row for row, text in enumerate(texts) if not isinstance(text, str)
+             or not text.strip()]
     if len(empty) == len(texts):
         raise DataError(f"{source}, {split} split: no review has any text")
     if empty:
         log.warning("%s, %s split: %d review(s) with no text (null or blank) left out: row(s) "
                     "%s", source, split, len(empty), _rows(empty))
-        keep = sorted(set(range(len(texts))) - set(empty))
-        return [texts[i] for i in keep], [labels[i] for i in keep]
-    return list(texts), list(labels)
+    skip = set(empty)
+    return [row for row in range(len(texts)) if row not in skip]
 
 
-def _local_copy_hint() -> str:
-    return (
-        "Point the run at a local copy with data.local_path=..., e.g.\n"
-        "  python train.py data.local_path=/path/to/imdb\n"
-        "where the path is a folder of train/test parquet files in the Hub's schema, "
-        "an aclImdb/ folder, or aclImdb_v1.tar.gz from https://ai.stanford.edu/~amaas/data/sentiment/."
-    )
+def label_ids(labels: dict[str, Sequence[Any]], column: str, source: str,
+              class_names: Sequence[str] | None = None,
+              label_names: Sequence[str] | None = None) -> tuple[dict[str, list[int]], list[str]]:
+    """Labels mapped to ids 0..K-1, checked before any tokenization, and the class names.
 
-
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """A TCP connect to the Hub, so an offline machine fails in seconds instead of after
-    `datasets`' ~25 s of retries."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
-    except OSError:
-        return False
-    return True
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _acl_root(path: Path) -> Path | None:
-    """The aclImdb folder itself, given it or its parent; None if `path` is not one."""
-    for root in (path, path / "aclImdb"):
-        if (root / "train" / "pos").is_dir() and (root / "test" / "neg").is_dir():
-            return root
-    return None
-
-
-def _is_tarball(path: Path) -> bool:
-    return path.is_file() and path.name.endswith((".tar.gz", ".tgz"))
-
-
-def _parquet_files(path: Path) -> dict[str, list[str]]:
-    """train/test parquet files under `path`: `train.parquet` or the Hub's
-    `plain_text/train-00000-of-00001.parquet` layout."""
-    files = {split: sorted(str(p) for p in path.rglob(f"{split}*.parquet")) for split in SPLITS}
-    return files if all(files.values()) else {}
-
-
-def _acl_reviews(source: str, split: str, signature: str) -> Iterator[dict[str, Any]]:
-    """Reviews of one split of the Stanford distribution, from the `aclImdb/` folder or the
-    `.tar.gz` itself (streamed, not unpacked). `signature` (file sizes and modification times)
-    is unused here: it is an argument so that `datasets`' fingerprint of this generator, and
-    so its Arrow cache, changes when the files do."""
-    del signature
-    path = Path(source)
-    if path.is_dir():
-        for label, name in enumerate(("neg", "pos")):
-            for file in sorted((path / split / name).glob("*.txt")):
-                yield {"text": file.read_text(encoding="utf-8"), "label": label}
-        return
-    with tarfile.open(path, "r:gz") as archive:
-        for member in archive:
-            parts = member.name.split("/")  # aclImdb/<split>/<neg|pos>/<id>_<rating>.txt
-            in_split = len(parts) == 4 and parts[1] == split and parts[2] in {"neg", "pos"}
-            if member.isfile() and in_split:
-                text = archive.extractfile(member).read().decode("utf-8")
-                yield {"text": text, "label": int(parts[2] == "pos")}
+    `class_names`: the data's own names (a `datasets.ClassLabel`), whose ids the labels
+    already are. Otherwise the classes are the distinct training labels (ints or strings) in
+    sorted order, named `label_names` when given, else by their values. Null labels, a single
+    class and a test label never seen in training are errors naming the column, a value and
+    its rows (counted from 0 in that split)."""
+    where = f"{source}, column {column!r}"
+    for split, values in labels.items():
+        if nulls := [row for row, v in enumerate(values) if v is None]:
+            raise DataError(f"{where}, {split} split: no label in row(s) {_rows(nulls)}; "
+                            "fill them in or drop those rows")
+    if class_names is not None:
+        k = len(class_names)
+        for split, values in labels.items():
+            bad = _by_value(values, lambda v, k=k: isinstance(v, int) and 0 <= v < k)
+            if bad:
+                raise DataError(f"{where}, {split} split: labels must be ids of "
+                                f"{list(class_names)} (0 to {k - 1}), found {_found(bad)}")
+        classes: list[Any] = list(range(k))
+        names = [str(n) for n in class_names]
+    else:
+        kinds = {type(v) for v in labels["train"]}
+        if len(kinds) > 1 or not kinds <= {int, str}:
+            raise DataError(f"{where}, train split: labels must be all integers or all strings, "
+                            f"found {sorted(t.__name__ for t in kinds)}")
+        classes = sorted(set(labels["train"]))
+        names = [str(c) for c in classes]
+    if len(classes) < 2:
+        raise DataError(f"{where}, train split: every label is {classes[0]!r}; a classifier "
+                        "needs at least two classes")
+    if label_names is not None:
+        if len(label_names) != len(classes):
+            raise DataError(f"data.label_names has {len(label_names)} names, but {where} has "
+                            f"{len(classes)} classes: {classes}")
+        names = [str(n) for n in label_names]
+    index = {c: i for i, c in enumerate(classes)}
+    ids = {}
+    for split, values in labels.items():
+        if bad := _by_value(values, lambda v: v in index):
+            raise DataError(f"{where}, {split} split: label(s) never seen in training: "
+                            f"{_found(bad)} (training has {classes})")
+        ids[split] = [index[v] for v in values]
+    return ids, names
 
 
 class TensorBatchDataset(Dataset):
@@ -160,22 +153,21 @@ def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor
     return batch
 
 
-class IMDBDataModule(L.LightningDataModule):
-    """IMDB reviews as padded id tensors, with the notebook's preprocessing by default.
+
+class TextDataModule(L.LightningDataModule):
+    """Labeled texts as padded id tensors; a source (sources.py) supplies `read()`.
 
     Args:
-        hub_name: dataset on the Hugging Face Hub, used when `local_path` is None.
-        local_path: a local copy: a folder of train/test parquet files in the Hub's schema,
-            an `aclImdb/` folder (or its parent), or `aclImdb_v1.tar.gz`.
         max_features: vocabulary size, padding and unknown ids included.
-        maxlen: tokens per review after padding/truncation.
+        maxlen: tokens per text after padding/truncation.
         padding, truncating: "pre" (Keras' default: keep the last `maxlen` tokens, pad in
             front) or "post".
         punctuation: also keep "!" and "?" as words (the notebook's word index drops them).
-        val_size: training reviews held out for validation (an int), or a fraction in
+        val_size: training texts held out for validation (an int), or a fraction in
             (0, 1); 0 validates on the test split, as the Keras notebook did.
-        split_seed: seed of the validation hold-out, fixed apart from the run's seed so that
-            runs with different seeds share one validation set (and one cache entry).
+        split_seed: seed of the hold-outs (validation, and test where the source has no test
+            split), fixed apart from the run's seed so that runs with different seeds share
+            them (and one cache entry).
         batch_size: training batch size; eval_batch_size: for validation and test.
         cache_dir: where tokenized splits are cached, keyed by everything that changes them.
         tensors_on_device: on an accelerator, move the splits to it once in `setup`, so each
@@ -183,10 +175,15 @@ class IMDBDataModule(L.LightningDataModule):
             is ~20 MB). No effect on the CPU.
     """
 
+    # Set by each source: where the text and label are, and what the classes are called.
+    text_columns: Sequence[str] = ("text",)
+    label_column: str = "label"
+    label_names: Sequence[str] | None = None
+    test_size: int | float | None = None  # hold out a test split when the source has none
+    cache_name = "data"
+
     def __init__(
         self,
-        hub_name: str = "stanfordnlp/imdb",
-        local_path: str | None = None,
         max_features: int = 10000,
         maxlen: int = 100,
         padding: Side = "pre",
@@ -208,16 +205,7 @@ class IMDBDataModule(L.LightningDataModule):
             raise ValueError(f"data.max_features must be an integer >= 3, got {max_features!r}")
         check_side("data.padding", padding)
         check_side("data.truncating", truncating)
-        if isinstance(val_size, bool) or not (
-            (isinstance(val_size, int) and val_size >= 0)
-            or (isinstance(val_size, float) and 0 < val_size < 1)
-        ):
-            raise ValueError(
-                f"data.val_size must be a count >= 0 or a fraction in (0, 1), got {val_size!r}"
-            )
-        self.save_hyperparameters(ignore=["cache_dir"])
-        self.hub_name = hub_name
-        self.local_path = Path(local_path).expanduser() if local_path else None
+        _check_size("data.val_size", val_size, zero_ok=True)
         self.max_features = max_features
         self.maxlen = maxlen
         self.padding = padding
@@ -230,93 +218,48 @@ class IMDBDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser()
         self.tensors_on_device = tensors_on_device
         self.text_encoder: TextEncoder | None = None
+        self.class_names: list[str] = []
         self.splits: dict[str, TensorBatchDataset] = {}
         self.cache_hit: bool | None = None  # set by prepare_data: was tokenization skipped?
 
-    # ---- where the data comes from --------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Classes of the data; known after `setup`."""
+        if not self.class_names:
+            raise RuntimeError("num_classes is known after setup()")
+        return len(self.class_names)
 
-    def _source_signature(self) -> dict[str, Any]:
-        """What identifies the raw data, cheaply (no reading): for local copies the files'
-        sizes and modification times, for the Hub the dataset name."""
-        if self.local_path is None:
-            return {"hub": self.hub_name}
-        path = self._checked_local_path()
-        if _is_tarball(path):
-            stat = path.stat()
-            return {"tarball": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
-        if (root := _acl_root(path)) is not None:
-            dirs = [root / s / c for s in SPLITS for c in ("neg", "pos")]
-            return {"acl": str(root.resolve()), "mtimes": [d.stat().st_mtime_ns for d in dirs]}
-        files = _parquet_files(path)
-        return {
-            "parquet": {
-                split: [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns)
-                        for f in names]
-                for split, names in files.items()
-            }
-        }
+    # ---- the source's part ----------------------------------------------------------------
 
-    def _checked_local_path(self) -> Path:
-        path = self.local_path
-        assert path is not None
-        if not path.exists():
-            raise DatasetUnavailableError(
-                f"data.local_path={str(path)!r} does not exist.\n{_local_copy_hint()}"
-            )
-        if not (_is_tarball(path) or _acl_root(path) or _parquet_files(path)):
-            raise DatasetUnavailableError(
-                f"data.local_path={str(path)!r} holds no IMDB copy: expected train*.parquet and "
-                f"test*.parquet files, an aclImdb/ folder with train/ and test/, or a "
-                f"aclImdb_v1.tar.gz file.\n{_local_copy_hint()}"
-            )
-        return path
+    def read(self) -> dict[str, Any]:
+        """The raw splits as `datasets.Dataset`s: "train", and "test" where the source has
+        one. Errors reaching the data raise `DatasetUnavailableError`."""
+        raise NotImplementedError
 
-    def load_raw(self) -> Any:
-        """The raw train/test splits as a `datasets.DatasetDict` with `text` and `label`."""
-        import datasets  # deferred: a cached run never needs it, and it is slow to import
+    def source_signature(self) -> dict[str, Any]:
+        """What identifies the raw data, cheaply (no reading), for the cache key: e.g. files'
+        sizes and modification times, or a Hub name."""
+        raise NotImplementedError
 
-        if self.local_path is None:
-            if not _hub_offline() and not _hub_reachable():
-                raise DatasetUnavailableError(
-                    f"Cannot load {self.hub_name!r}: the Hugging Face Hub is unreachable from "
-                    f"this machine and no local copy is configured.\n{_local_copy_hint()}\n"
-                    "If the dataset is already in your Hugging Face cache, set HF_HUB_OFFLINE=1."
-                )
-            try:
-                return datasets.load_dataset(self.hub_name)
-            except Exception as error:  # the Hub raises many types; the message is what matters
-                raise DatasetUnavailableError(
-                    f"Could not load {self.hub_name!r} from the Hugging Face Hub: {error}\n"
-                    f"{_local_copy_hint()}"
-                ) from error
+    def source_name(self) -> str:
+        """The setting that names the data, for messages, e.g. data.train_file='x.csv'."""
+        raise NotImplementedError
 
-        path = self._checked_local_path()
-        features = datasets.Features(
-            {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
-        )
-        try:
-            acl_source = path if _is_tarball(path) else _acl_root(path)
-            if acl_source is not None:
-                signature = json.dumps(self._source_signature())
-                return datasets.DatasetDict({
-                    split: datasets.Dataset.from_generator(
-                        _acl_reviews, features=features,
-                        gen_kwargs={"source": str(acl_source), "split": split,
-                                    "signature": signature},
-                    )
-                    for split in SPLITS
-                })
-            return datasets.load_dataset("parquet", data_files=_parquet_files(path))
-        except Exception as error:
-            raise DatasetUnavailableError(
-                f"Could not read the IMDB copy at {str(path)!r}: {type(error).__name__}: {error}"
-            ) from error
+    def check_labels(self, labels: dict[str, list[Any]],
+                     class_names: list[str] | None) -> tuple[dict[str, list[int]], list[str]]:
+        """Label ids and class names (`label_ids`); a source may be stricter."""
+        return label_ids(labels, self.label_column, self.source_name(), class_names,
+                         self.label_names)
 
     # ---- tokenized cache ------------------------------------------------------------------
 
     def cache_path(self) -> Path:
         key = {
-            "source": self._source_signature(),
+            "source": self.source_signature(),
+            "text_columns": list(self.text_columns),
+            "label_column": self.label_column,
+            "label_names": list(self.label_names) if self.label_names else None,
+            "test_size": self.test_size,
             "max_features": self.max_features,
             "maxlen": self.maxlen,
             "padding": self.padding,
@@ -325,74 +268,98 @@ class IMDBDataModule(L.LightningDataModule):
             "val_size": self.val_size,
             "split_seed": self.split_seed,
             "format": FORMAT_VERSION,
+            "cache": CACHE_VERSION,
             "tokenizers": tokenizers.__version__,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        return self.cache_dir / f"imdb-{digest}.pt"
+        return self.cache_dir / f"{self.cache_name}-{digest}.pt"
+
+    def _split_columns(self, split: str, dataset: Any) -> tuple[list[str | None], list[Any]]:
+        columns = dataset.column_names
+        missing = [c for c in (*self.text_columns, self.label_column) if c not in columns]
+        if missing:
+            raise DataError(
+                f"{self.source_name()}, {split} split: no column(s) {missing} (columns: "
+                f"{columns}); set data.text_columns and data.label_column")
+        texts = joined_texts([dataset[c] for c in self.text_columns])
+        return texts, list(dataset[self.label_column])
 
     def _tokenize(self) -> dict[str, Any]:
         start = time.perf_counter()
-        raw = self.load_raw()
-        source = (f"data.local_path={str(self.local_path)!r}" if self.local_path is not None
-                  else f"data.hub_name={self.hub_name!r}")
-        checked = {}
-        for split in SPLITS:
-            missing = {"text", "label"} - set(raw[split].column_names)
-            if missing:
-                raise DataError(
-                    f"{source}, {split} split: no column(s) {sorted(missing)} (columns: "
-                    f"{raw[split].column_names}); IMDB's schema is text (string), label (0/1)")
-            checked[split] = checked_split(split, raw[split]["text"], raw[split]["label"],
-                                           source)
-        train_texts, train_labels = checked["train"]
+        raw = self.read()
+        source = self.source_name()
+        columns = {split: self._split_columns(split, data) for split, data in raw.items()}
+        feature = raw["train"].features.get(self.label_column)
+        names = getattr(feature, "names", None)  # a datasets.ClassLabel's
+        ids, class_names = self.check_labels({s: c[1] for s, c in columns.items()}, names)
+        rows = {split: kept_rows(split, columns[split][0], source) for split in columns}
+        texts = {split: [columns[split][0][i] for i in rows[split]] for split in columns}
+        labels = {split: [ids[split][i] for i in rows[split]] for split in columns}
+
+        train_texts, train_labels = texts["train"], labels["train"]
+        generator = torch.Generator().manual_seed(self.split_seed)
+        if "test" not in raw:
+            # No test split of its own: hold out a seeded share of the training texts.
+            n_test = _count(self.test_size or 0, len(train_labels))
+            if not 0 < n_test < len(train_labels):
+                raise DataError(f"{source} has no test split: set data.test_size to the share "
+                                "(e.g. 0.2) or number of texts to hold out for testing")
+            order = torch.randperm(len(train_labels), generator=generator).tolist()
+            test_rows, rest = order[:n_test], sorted(order[n_test:])
+            texts["test"] = [train_texts[i] for i in test_rows]
+            labels["test"] = [train_labels[i] for i in test_rows]
+            train_texts = [train_texts[i] for i in rest]
+            train_labels = [train_labels[i] for i in rest]
         n_train = len(train_labels)
-        n_val = self.val_size
-        if isinstance(n_val, float):
-            n_val = round(n_val * n_train)
+        n_val = _count(self.val_size, n_train)
         if n_val >= n_train:
-            raise ValueError(f"data.val_size={self.val_size} leaves no training reviews "
+            raise ValueError(f"data.val_size={self.val_size} leaves no training texts "
                              f"(the train split has {n_train})")
-        # The Hub's train split is sorted by label: hold out a seeded random subset.
-        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(self.split_seed))
+        # A split may be sorted by label (IMDB's is): hold out a seeded random subset.
+        order = torch.randperm(n_train, generator=generator)
         val_rows, fit_rows = order[:n_val].tolist(), order[n_val:].tolist()
         fit_texts = [train_texts[i] for i in fit_rows]
-        # The vocabulary sees only the reviews the model trains on.
+        # The vocabulary sees only the texts the model trains on.
         encoder = TextEncoder.fit(fit_texts, self.max_features, self.maxlen, self.padding,
                                   self.truncating, self.punctuation)
+        # Two classes: one logit and BCE, float targets; more: class ids for cross-entropy.
+        label_dtype = torch.float32 if len(class_names) == 2 else torch.int64
 
         def encode(texts: list[str], labels: list[int]) -> dict[str, torch.Tensor]:
             # int32 halves memory at long maxlen; nn.Embedding takes it as is.
             return {"ids": encoder.encode(texts).to(torch.int32),
-                    "labels": torch.tensor(labels, dtype=torch.float32)}
+                    "labels": torch.tensor(labels, dtype=label_dtype)}
 
-        train_labels_t = torch.tensor(train_labels)
         splits = {
-            "train": encode(fit_texts, train_labels_t[fit_rows].tolist()),
-            "test": encode(*checked["test"]),
+            "train": encode(fit_texts, [train_labels[i] for i in fit_rows]),
+            "test": encode(texts["test"], labels["test"]),
         }
         if n_val:
             splits["val"] = encode([train_texts[i] for i in val_rows],
-                                   train_labels_t[val_rows].tolist())
-        log.info("Tokenized IMDB (%s train, %s val, %s test reviews) in %.1f s",
-                 len(fit_rows), n_val, len(splits["test"]["labels"]),
-                 time.perf_counter() - start)
-        return {"splits": splits, "text_encoder": encoder.to_dict()}
+                                   [train_labels[i] for i in val_rows])
+        log.info("Tokenized %s (%s train, %s val, %s test texts, %d classes: %s) in %.1f s",
+                 source, len(fit_rows), n_val, len(splits["test"]["labels"]), len(class_names),
+                 ", ".join(class_names), time.perf_counter() - start)
+        return {"splits": splits, "text_encoder": encoder.to_dict(),
+                "class_names": class_names}
 
     def prepare_data(self) -> None:
+        if self.splits:  # set up in this process already (train.py reads the classes early)
+            return
         path = self.cache_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Parallel sweep jobs wait for the one that tokenizes, then all read its cache.
         with FileLock(str(path) + ".lock"):
             self.cache_hit = path.exists()
             if self.cache_hit:
-                log.info("Tokenized IMDB found in cache %s: skipping tokenization", path)
+                log.info("Tokenized data found in cache %s: skipping tokenization", path)
                 return
             data = self._tokenize()
             # Write then rename: a crash never leaves a half-written cache file behind.
             partial = path.with_suffix(f".{os.getpid()}.partial")
             torch.save(data, partial)
             os.replace(partial, path)
-        log.info("Cached tokenized IMDB to %s", path)
+        log.info("Cached the tokenized data to %s", path)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -402,8 +369,8 @@ class IMDBDataModule(L.LightningDataModule):
             self.prepare_data()
         try:
             data = torch.load(path, weights_only=True)
-            if "train" not in data.get("splits", {}) or "text_encoder" not in data:
-                raise ValueError("splits or text encoder missing")
+            if "train" not in data.get("splits", {}) or "class_names" not in data:
+                raise ValueError("splits or class names missing")
         except Exception as error:  # derived data: any damage is healed by rebuilding it
             log.warning("The tokenized cache %s is unreadable (%s: %s); it is derived data, so "
                         "it is deleted and rebuilt", path, type(error).__name__,
@@ -413,6 +380,7 @@ class IMDBDataModule(L.LightningDataModule):
             self.prepare_data()
             data = torch.load(path, weights_only=True)
         self.text_encoder = TextEncoder.from_dict(data["text_encoder"])
+        self.class_names = list(data["class_names"])
         self.splits = {name: TensorBatchDataset(s["ids"], s["labels"])
                        for name, s in data["splits"].items()}
         # val_size=0: validate on the test split, as the Keras notebook did.
@@ -436,3 +404,17 @@ class IMDBDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
+
+
+def _check_size(name: str, value: Any, zero_ok: bool) -> None:
+    """A count of texts (an int) or a share of them (a float in (0, 1))."""
+    if isinstance(value, bool) or not (
+        (isinstance(value, int) and value >= (0 if zero_ok else 1))
+        or (isinstance(value, float) and 0 < value < 1)
+    ):
+        raise ValueError(f"{name} must be a count >= {0 if zero_ok else 1} or a fraction in "
+                         f"(0, 1), got {value!r}")
+
+
+def _count(size: int | float, total: int) -> int:
+    return round(size * total) if isinstance(size, float) else size

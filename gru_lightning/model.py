@@ -11,7 +11,14 @@ import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+)
 
 from gru_lightning.fused_gru import FusedGRU
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
@@ -80,7 +87,11 @@ def _gates(module: nn.Module) -> int:
 
 
 class SentimentRNN(L.LightningModule):
-    """Binary sentiment from token ids: the Keras notebook's model, generalised.
+    """Text classes from token ids: the Keras notebook's sentiment model, generalised.
+
+    Two classes keep the notebook's model exactly: one logit, sigmoid, binary cross-entropy.
+    More classes get one logit per class and cross-entropy. Accuracy, F1 (macro over the
+    classes when there are more than two) and AUROC follow the task.
 
     Args:
         vocab_size: embedding rows (the data's `max_features`).
@@ -109,6 +120,7 @@ class SentimentRNN(L.LightningModule):
         fused_gru: run the GRU on CPU with this project's fused kernel (`fused_gru.py`):
             nn.GRU's parameters and math, ~2x faster forward + backward. It is compiled on
             first use. On a GPU, and for the LSTM, PyTorch's own kernels run either way.
+        num_classes: classes of the task; `train.py` takes it from the data.
     """
 
     def __init__(
@@ -130,11 +142,14 @@ class SentimentRNN(L.LightningModule):
         weight_decay: float = 0.0,
         fused_adam: bool = True,
         fused_gru: bool = True,
+        num_classes: int = 2,
     ) -> None:
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("embedding_dim", embedding_dim),
                             ("hidden_size", hidden_size), ("num_layers", num_layers)):
             _positive_int(name, value)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"model.num_classes must be an integer >= 2, got {num_classes!r}")
         for name, value in (("dropout", dropout), ("embedding_dropout", embedding_dropout),
                             ("word_dropout", word_dropout)):
             if not 0.0 <= value < 1.0:
@@ -164,18 +179,29 @@ class SentimentRNN(L.LightningModule):
                               bidirectional=bidirectional,
                               dropout=dropout if num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size * self.num_directions * _POOLING_WIDTH[pooling], 1)
+        # Two classes: one logit (the notebook's Dense(1, sigmoid)); more: one per class.
+        outputs = 1 if num_classes == 2 else num_classes
+        self.head = nn.Linear(hidden_size * self.num_directions * _POOLING_WIDTH[pooling],
+                              outputs)
         if init == "keras":
             keras_init_(self)
-        self.loss_fn = nn.BCEWithLogitsLoss()
-        # Set from the datamodule (fit) or the checkpoint (load): how text becomes ids.
+        self.binary = num_classes == 2
+        self.loss_fn = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
+        # Set from the datamodule (fit) or the checkpoint (load): how text becomes ids, and
+        # what the classes are called.
         self.text_encoder: TextEncoder | None = None
+        self.class_names: list[str] = ["neg", "pos"] if self.binary else [
+            str(i) for i in range(num_classes)]
 
         def metrics(prefix: str) -> MetricCollection:
+            if self.binary:
+                return MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(),
+                                         "auroc": BinaryAUROC()}, prefix=prefix)
+            k = num_classes
             return MetricCollection(
-                {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()},
-                prefix=prefix,
-            )
+                {"acc": MulticlassAccuracy(k, average="micro"),
+                 "f1": MulticlassF1Score(k, average="macro"),
+                 "auroc": MulticlassAUROC(k, average="macro")}, prefix=prefix)
 
         # Each stage accumulates its metrics and mean loss with cheap updates, and logs them
         # once per epoch (torchmetrics syncs them across DDP processes). Training also logs
@@ -187,7 +213,8 @@ class SentimentRNN(L.LightningModule):
         self.val_acc_best = MaxMetric()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Token ids `[batch, time]` -> logits `[batch]`."""
+        """Token ids `[batch, time]` -> logits: `[batch]` for two classes, else
+        `[batch, classes]`."""
         if self.hparams.word_dropout and self.training:
             dropped = torch.rand(ids.shape, device=ids.device) < self.hparams.word_dropout
             ids = ids.masked_fill(dropped & (ids != PAD_ID), UNK_ID)
@@ -207,7 +234,8 @@ class SentimentRNN(L.LightningModule):
             features = torch.cat(hidden[-self.num_directions:].unbind(0), dim=-1)
         else:
             features = self._pool(outputs, (ids != PAD_ID).unsqueeze(-1), pooling)
-        return self.head(self.dropout(features)).squeeze(-1)
+        logits = self.head(self.dropout(features))
+        return logits.squeeze(-1) if self.binary else logits
 
     @staticmethod
     def _pool(outputs: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -230,7 +258,7 @@ class SentimentRNN(L.LightningModule):
         ids, labels = batch
         logits = self(ids)
         loss = self.loss_fn(logits, labels)
-        probs = torch.sigmoid(logits.detach())
+        probs = self.probabilities(logits.detach())
         getattr(self, f"{stage}_metrics").update(probs, labels.long())
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=len(labels))
         return loss, probs, labels
@@ -247,7 +275,8 @@ class SentimentRNN(L.LightningModule):
         loss, probs, labels = self._update("train", batch)
         # global_step counts finished steps: this step is number global_step + 1.
         if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            batch_acc = ((probs >= 0.5) == labels).float().mean()
+            predicted = (probs >= 0.5) if self.binary else probs.argmax(-1)
+            batch_acc = (predicted == labels).float().mean()
             self.log_dict({"train/loss_step": loss, "train/acc_step": batch_acc},
                           on_step=True, on_epoch=False, prog_bar=True)
         return loss
@@ -274,10 +303,14 @@ class SentimentRNN(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log_dict(self._epoch_values("test"))
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Two classes: P(second class) `[batch]`; more: every class's `[batch, classes]`."""
+        return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=-1)
+
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Positive-class probabilities for a batch of ids (or `(ids, labels)`)."""
+        """Probabilities (`probabilities`) for a batch of ids (or `(ids, labels)`)."""
         ids = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return torch.sigmoid(self(ids))
+        return self.probabilities(self(ids))
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
@@ -306,12 +339,22 @@ class SentimentRNN(L.LightningModule):
                     "${data.max_features}"
                 )
             self.text_encoder = encoder
+        names = getattr(datamodule, "class_names", None)
+        if names:
+            if len(names) != self.hparams.num_classes:
+                raise ValueError(
+                    f"the data has {len(names)} classes ({', '.join(names)}) but the model "
+                    f"{self.hparams.num_classes}; resume with the data it was trained on")
+            self.class_names = list(names)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["class_names"] = list(self.class_names)
         if self.text_encoder is not None:
             checkpoint["text_encoder"] = self.text_encoder.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if names := checkpoint.get("class_names"):  # older checkpoints: IMDB's neg/pos
+            self.class_names = list(names)
         saved = checkpoint.get("text_encoder")
         if saved is None:
             return

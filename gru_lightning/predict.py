@@ -30,15 +30,15 @@ import torch
 from gru_lightning.model import CheckpointError, SentimentRNN, read_checkpoint
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 
-LABELS = ("neg", "pos")
-
 
 @dataclass
 class Prediction:
-    label: str | None  # "pos" / "neg"; None where the review could not be classified
-    probability: float | None  # P(positive)
+    label: str | None  # a class name, e.g. "pos"; None where the text could not be classified
+    # Two classes: P(the second class, e.g. "pos"); more: P(label).
+    probability: float | None
     warning: str | None = None
     error: str | None = None
+    probabilities: dict[str, float] | None = None  # every class's, for more than two classes
 
 
 class SentimentClassifier:
@@ -72,10 +72,16 @@ class SentimentClassifier:
             ) from error
         return cls(model, device)
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.class_names)
+
     @torch.inference_mode()
     def _classify(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """P(positive) and the number of in-vocabulary words, per text."""
-        probabilities, known_words = [torch.zeros(0)], [torch.zeros(0, dtype=torch.long)]
+        """Probabilities (see `predict_proba`) and the number of in-vocabulary words, per text."""
+        width = () if self.model.binary else (len(self.class_names),)
+        probabilities = [torch.zeros(0, *width)]
+        known_words = [torch.zeros(0, dtype=torch.long)]
         for start in range(0, len(texts), batch_size):
             ids = self.encoder.encode(texts[start : start + batch_size])
             known_words.append(((ids != PAD_ID) & (ids != UNK_ID)).sum(dim=1))
@@ -83,7 +89,8 @@ class SentimentClassifier:
         return torch.cat(probabilities), torch.cat(known_words)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """P(positive) per text, as a float tensor on the CPU."""
+        """On the CPU: for two classes P(second class) per text `[n]`; for more, every class's
+        probability `[n, classes]`, columns in the order of `class_names`."""
         return self._classify(list(texts), batch_size)[0]
 
     def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[Prediction]:
@@ -100,12 +107,18 @@ class SentimentClassifier:
             else:
                 usable.append(i)
         probabilities, known_words = self._classify([texts[i] for i in usable], batch_size)
+        names = self.class_names
         for i, p, known in zip(usable, probabilities.tolist(), known_words.tolist(), strict=True):
             warning = None if known else (
                 "no word of this review is in the model's vocabulary: the prediction says "
                 "nothing about its text"
             )
-            results[i] = Prediction(LABELS[p >= 0.5], p, warning=warning)
+            if self.model.binary:
+                results[i] = Prediction(names[p >= 0.5], p, warning=warning)
+            else:
+                best = max(range(len(p)), key=p.__getitem__)
+                results[i] = Prediction(names[best], p[best], warning=warning,
+                                        probabilities=dict(zip(names, p, strict=True)))
         return results  # type: ignore[return-value]
 
     def export(self, directory: str | Path) -> Path:
@@ -187,16 +200,19 @@ def _lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _format_table(texts: Sequence[str], predictions: list[Prediction]) -> str:
-    lines = [f"{'#':>5}  {'label':5}  {'P(pos)':>6}  review"]
+def _format_table(texts: Sequence[str], predictions: list[Prediction],
+                  class_names: Sequence[str], binary: bool) -> str:
+    width = max(5, *(len(n) for n in class_names))
+    header = f"P({class_names[1]})" if binary else "P(label)"
+    lines = [f"{'#':>5}  {'label':{width}}  {header:>8}  review"]
     for i, (text, p) in enumerate(zip(texts, predictions, strict=True)):
         shown = " ".join(str(text).split())
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         if p.error:
-            lines.append(f"{i:>5}  {'-':5}  {'-':>6}  {shown}  [error: {p.error}]")
+            lines.append(f"{i:>5}  {'-':{width}}  {'-':>8}  {shown}  [error: {p.error}]")
         else:
             flag = "  [warning: no known words]" if p.warning else ""
-            lines.append(f"{i:>5}  {p.label:5}  {p.probability:6.3f}  {shown}{flag}")
+            lines.append(f"{i:>5}  {p.label:{width}}  {p.probability:8.3f}  {shown}{flag}")
     return "\n".join(lines)
 
 
@@ -248,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             record: dict[str, Any] = {"text": text, **asdict(p)}
             print(json.dumps({k: v for k, v in record.items() if v is not None}))
     else:
-        print(_format_table(texts, predictions))
+        print(_format_table(texts, predictions, classifier.class_names, classifier.model.binary))
     failed = sum(p.error is not None for p in predictions)
     if failed:
         print(f"warning: {failed} of {len(texts)} review(s) could not be classified",

@@ -11,6 +11,7 @@ import json
 import logging
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,10 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in (group or {}).values() if node is not None]
 
 
-def _hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+def _hyperparameters(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
     """The knobs a run is compared by, flat, for TensorBoard's HPARAMS tab."""
     params: dict[str, Any] = {"seed": cfg.seed, "trainer/max_epochs": cfg.trainer.max_epochs}
+    params["model/num_classes"] = num_classes
     for group in ("data", "model"):
         for key, value in cfg[group].items():
             if key != "_target_" and not (group == "data" and key == "cache_dir"):
@@ -84,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     write_status(output_dir, "running", {})
     if cfg.ckpt_path is not None:
         # One clear message before any data work, rather than Lightning's traceback later.
-        read_checkpoint(cfg.ckpt_path, "ckpt_path=", weights_only=False)
+        _say_where_it_resumes(read_checkpoint(cfg.ckpt_path, "ckpt_path=", weights_only=False))
     if cfg.test_weights not in ("best", "last"):
         raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
 
@@ -97,8 +99,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = instantiate(cfg.model)
     trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.callbacks),
                           logger=_instantiate_all(cfg.logger) or False)
+    # The classes come from the data: read (or tokenize) it now, and size the model's output.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if datamodule.num_classes != model.hparams.num_classes:
+        model = instantiate(cfg.model, num_classes=datamodule.num_classes)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("Model: %s trainable parameters", f"{n_params:,}")
+    log.info("Model: %s trainable parameters, %d classes", f"{n_params:,}",
+             datamodule.num_classes)
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -137,6 +145,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     metrics["epochs"] = trainer.current_epoch
     metrics["params"] = n_params
+    metrics["classes"] = datamodule.class_names
     if fit_seconds is not None and trainer.current_epoch:
         # Timer's state is checkpointed, so a resumed run counts all of its epochs.
         metrics["seconds_per_epoch"] = fit_seconds / trainer.current_epoch
@@ -146,9 +155,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
                   if k in ("val/acc_best", "test/acc", "test/auroc", "test/loss")}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger) and hp_metrics:
-            logger.log_hyperparams(_hyperparameters(cfg), metrics=hp_metrics)
+            logger.log_hyperparams(_hyperparameters(cfg, datamodule.num_classes),
+                                   metrics=hp_metrics)
             logger.finalize("success")
     return metrics
+
+
+def _say_where_it_resumes(checkpoint: dict[str, Any]) -> None:
+    progress = (checkpoint.get("loops", {}).get("fit_loop", {})
+                .get("epoch_loop.batch_progress", {}))
+    if progress.get("is_last_batch", True):
+        return
+    # Lightning warns that the train loader cannot resume mid-epoch; said here in plain words.
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before")
+    log.info("Resuming in the middle of epoch %d, after %d of its batches: the rest of that "
+             "epoch is drawn from a new shuffle", checkpoint.get("epoch", 0),
+             progress.get("current", {}).get("completed", 0))
 
 
 class RunInterrupted(Exception):

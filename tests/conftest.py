@@ -75,14 +75,15 @@ def acl_tarball(tmp_path_factory: pytest.TempPathFactory, acl_copy: Path) -> Pat
     return tarball
 
 
-def compose_train_config(tmp_path: Path, local_path: Path, *overrides: str) -> DictConfig:
+def compose_train_config(tmp_path: Path, local_path: Path | None, *overrides: str) -> DictConfig:
     """`conf/train.yaml` composed as `python train.py <overrides>` would, writing into
-    tmp_path, on a small local copy and a small, fast model."""
+    tmp_path, on a small local IMDB copy (or, local_path=None, the data the overrides name)
+    and a small, fast model."""
     return compose_config([
         f"paths.root_dir={tmp_path}",
         f"paths.output_dir={tmp_path / 'run'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
-        f"data.local_path={local_path}",
+        *([f"data.local_path={local_path}"] if local_path is not None else []),
         "data.max_features=100",
         "data.maxlen=24",
         "data.val_size=100",

@@ -11,7 +11,9 @@ from omegaconf import OmegaConf
 
 from gru_lightning.train import CONFIG_DIR
 
-TARGET_FILES = ["data/imdb.yaml", "model/gru.yaml"]
+TARGET_CONFIGS = ["data=imdb", "data=hub", "data=files", "data=folder", "model=gru"]
+# Set by train.py from the data, not by a config.
+FROM_THE_DATA = {"num_classes"}
 
 
 def _target(path: str):
@@ -19,22 +21,43 @@ def _target(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-@pytest.mark.parametrize("relative", TARGET_FILES)
-def test_config_keys_are_constructor_arguments_with_the_same_defaults(relative):
-    config = OmegaConf.load(CONFIG_DIR / relative)
-    signature = inspect.signature(_target(config._target_))
+def _parameters(cls) -> dict[str, inspect.Parameter]:
+    """The constructor's arguments, with those it passes on (**settings) to its bases'."""
+    parameters: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass.__module__.startswith("lightning"):
+            continue
+        own = inspect.signature(klass.__init__).parameters
+        parameters.update({k: v for k, v in own.items() if k not in parameters
+                           and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)})
+        if not any(v.kind == v.VAR_KEYWORD for v in own.values()):
+            break
+    parameters.pop("self", None)
+    return parameters
+
+
+@pytest.mark.parametrize("choice", TARGET_CONFIGS)
+def test_config_keys_are_constructor_arguments_with_the_same_defaults(choice):
+    from hydra import compose, initialize_config_dir
+
+    group = choice.split("=")[0]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        config = compose("train", overrides=[choice])[group]
+    parameters = _parameters(_target(config._target_))
     for key in config:
         if key == "_target_":
             continue
-        assert key in signature.parameters, f"{relative}: {key} is not an argument"
+        assert key in parameters, f"{choice}: {key} is not an argument"
         value = config._get_node(key)._value()
         if isinstance(value, str) and value.startswith("${"):
             continue  # interpolated from another group, e.g. vocab_size: ${data.max_features}
-        default = signature.parameters[key].default
+        value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+        default = parameters[key].default
+        default = list(default) if isinstance(default, tuple) else default
         if key != "cache_dir":  # a path: the config puts it under paths.cache_dir
-            assert value == default, f"{relative}: {key}={value!r}, constructor says {default!r}"
-    missing = set(signature.parameters) - set(config) - {"self"}
-    assert not missing, f"{relative} does not expose {missing}"
+            assert value == default, f"{choice}: {key}={value!r}, constructor says {default!r}"
+    missing = set(parameters) - set(config) - FROM_THE_DATA
+    assert not missing, f"{choice} does not expose {missing}"
 
 
 def test_every_config_group_composes():
@@ -44,6 +67,8 @@ def test_every_config_group_composes():
         for overrides in (["trainer=cpu"], ["trainer=gpu"], ["logger=csv"],
                           ["callbacks=early_stopping"], ["callbacks=ema"],
                           ["experiment=keras_seed"], ["experiment=best"],
+                          ["experiment=ag_news"], ["data=hub"], ["data=files"],
+                          ["data=folder"],
                           ["debug=fast_dev_run"]):
             cfg = compose("train", overrides=overrides)
             assert cfg.model.vocab_size == cfg.data.max_features

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gru_lightning.data import DataError, DatasetUnavailableError, IMDBDataModule
+from gru_lightning.data import DataError, DatasetUnavailableError
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
+from gru_lightning.sources import IMDBDataModule
 from tests.conftest import write_parquet_copy
 
 
@@ -197,7 +198,7 @@ def test_bad_settings_are_rejected_up_front(tmp_path, kwargs, message):
 
 
 def test_val_size_larger_than_train_is_rejected(tmp_path, parquet_copy):
-    with pytest.raises(ValueError, match="leaves no training reviews"):
+    with pytest.raises(ValueError, match="leaves no training texts"):
         make_datamodule(tmp_path, parquet_copy, val_size=600).prepare_data()
     assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock"]
 

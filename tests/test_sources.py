@@ -1,0 +1,221 @@
+"""Your own data: every source kind, string and multi-class labels end to end (train,
+checkpoint, predict), and each label and text error as one clear message."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gru_lightning.data import DataError, DatasetUnavailableError
+from gru_lightning.predict import SentimentClassifier
+from gru_lightning.sources import FilesDataModule, FolderDataModule, HubDataModule
+from gru_lightning.train import train
+from tests.conftest import FILLER, compose_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPICS = {"sport": ["match", "goal", "league", "coach"],
+          "money": ["market", "stocks", "bank", "profit"],
+          "space": ["rocket", "orbit", "nasa", "launch"]}
+
+
+def topic_rows(n: int, seed: int) -> list[tuple[str, str, str]]:
+    """(title, description, topic): the topic's words in either column, among filler."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        topic = list(TOPICS)[i % 3]
+        words = rng.choices(FILLER, k=rng.randint(6, 14)) + rng.choices(TOPICS[topic], k=2)
+        rng.shuffle(words)
+        rows.append((" ".join(words[:4]).title(), " ".join(words[4:]) + ".", topic))
+    return rows
+
+
+def write_table(path: Path, rows: list[dict]) -> Path:
+    """rows as CSV, TSV, JSON Lines or parquet, by the extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0])
+    if path.suffix == ".parquet":
+        pq.write_table(pa.table({c: [r[c] for r in rows] for c in columns}), path)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        import csv
+
+        with path.open("w", newline="") as file:
+            writer = csv.DictWriter(file, columns, delimiter="\t" if path.suffix == ".tsv"
+                                    else ",")
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
+
+def settings(tmp_path: Path, **kwargs) -> dict:
+    return {"max_features": 100, "maxlen": 16, "val_size": 30, "cache_dir": str(tmp_path / "c"),
+            **kwargs}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_each_file_format_one_file_per_split(tmp_path, suffix):
+    rows = [{"title": t, "body": d, "topic": y} for t, d, y in topic_rows(240, 0)]
+    tests = [{"title": t, "body": d, "topic": y} for t, d, y in topic_rows(60, 1)]
+    dm = FilesDataModule(train_file=str(write_table(tmp_path / f"train{suffix}", rows)),
+                         test_file=str(write_table(tmp_path / f"test{suffix}", tests)),
+                         text_columns=["title", "body"], label_column="topic",
+                         **settings(tmp_path))
+    dm.setup("fit")
+    assert dm.class_names == ["money", "space", "sport"]  # string labels, sorted
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [210, 30, 60]
+    # title and body joined: words of both columns are in the vocabulary
+    vocab = dm.text_encoder.tokenizer.get_vocab()
+    assert rows[0]["title"].split()[0].lower() in vocab and "rocket" in vocab
+
+
+def test_a_single_file_holds_out_a_seeded_test_split(tmp_path):
+    rows = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(300, 0)]
+    path = write_table(tmp_path / "all.csv", rows)
+    first = FilesDataModule(train_file=str(path), test_size=0.2, **settings(tmp_path))
+    first.setup("fit")
+    assert [len(first.splits[s]) for s in ("train", "val", "test")] == [210, 30, 60]
+    again = FilesDataModule(train_file=str(path), test_size=0.2,
+                            **settings(tmp_path, cache_dir=str(tmp_path / "other")))
+    again.setup("fit")
+    assert (again.splits["test"].ids == first.splits["test"].ids).all()  # seeded
+
+
+def test_a_folder_per_class(tmp_path):
+    for split, (n, seed) in {"train": (240, 0), "test": (60, 1)}.items():
+        for i, (title, body, topic) in enumerate(topic_rows(n, seed)):
+            folder = tmp_path / split / topic
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}.txt").write_text(f"{title}\n{body}")
+    dm = FolderDataModule(train_dir=str(tmp_path / "train"), test_dir=str(tmp_path / "test"),
+                          **settings(tmp_path))
+    dm.setup("fit")
+    assert dm.class_names == ["money", "space", "sport"]
+    assert len(dm.splits["test"]) == 60 and dm.splits["test"].labels.dtype.is_floating_point \
+        is False
+
+
+def test_a_hub_data_set_by_name_with_its_class_names(tmp_path, monkeypatch):
+    """A Hub data set (here a local folder, which load_dataset reads the same way offline):
+    ClassLabel names are used; the split names and columns are settings."""
+    import datasets
+
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["money", "space",
+                                                                      "sport"])})
+    names = ["money", "space", "sport"]
+    for split, (n, seed) in {"train": (240, 0), "validation": (60, 1)}.items():
+        rows = topic_rows(n, seed)
+        data = datasets.Dataset.from_dict(
+            {"sentence": [f"{t} {d}" for t, d, _ in rows],
+             "label": [names.index(y) for _, _, y in rows]}, features=features)
+        (tmp_path / "hub" / "data").mkdir(parents=True, exist_ok=True)
+        data.to_parquet(str(tmp_path / "hub" / "data" / f"{split}.parquet"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    dm = HubDataModule(name=str(tmp_path / "hub"), test_split="validation",
+                       text_columns=["sentence"], **settings(tmp_path))
+    dm.setup("fit")
+    assert dm.class_names == names and len(dm.splits["test"]) == 60
+    wrong = HubDataModule(name=str(tmp_path / "hub"), test_split="test", **settings(tmp_path))
+    with pytest.raises(DataError, match=r"has no split 'test' \(data.test_split\); its splits: "
+                                        r"\['train', 'validation'\]"):
+        wrong.prepare_data()
+
+
+def test_an_unreachable_hub_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(DatasetUnavailableError, match=r"(?s)Hub is unreachable.*data=files"):
+        HubDataModule(name="ag_news", **settings(tmp_path)).prepare_data()
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([{"text": "a b", "label": None}, {"text": "c d", "label": 1}],
+     "column 'label', train split: no label in row(s) 240"),
+    ("single", "column 'label', train split: every label is 'sport'; a classifier needs at "
+               "least two classes"),
+    ("unseen", "column 'label', test split: label(s) never seen in training: 'weather' in "
+               "row(s) 0"),
+    ("mixed", "labels must be all integers or all strings"),
+    ("no_column", "train split: no column(s) ['label']"),
+])
+def test_label_errors_name_the_column_value_and_row(tmp_path, rows, message):
+    base = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(240, 0)]
+    test = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(30, 1)]
+    if rows == "single":
+        base = [{**r, "label": "sport"} for r in base]
+    elif rows == "unseen":
+        test[0]["label"] = "weather"
+    elif rows == "mixed":
+        base[5]["label"] = 3
+    elif rows == "no_column":
+        base = [{"text": r["text"], "topic": r["label"]} for r in base]
+        test = [{"text": r["text"], "topic": r["label"]} for r in test]
+    else:
+        base += rows
+    suffix = ".jsonl"  # keeps mixed types and nulls as they are
+    dm = FilesDataModule(train_file=str(write_table(tmp_path / f"train{suffix}", base)),
+                         test_file=str(write_table(tmp_path / f"test{suffix}", test)),
+                         **settings(tmp_path))
+    with pytest.raises(DataError) as error:
+        dm.prepare_data()
+    assert "data.train_file=" in str(error.value) and message in str(error.value)
+    assert not list((tmp_path / "c").glob("*.pt"))  # nothing tokenized
+
+
+def test_string_labels_train_and_predict_with_settings_only(tmp_path):
+    """A CSV with "positive"/"negative" labels: no code, only settings."""
+    from tests.conftest import synthetic_reviews
+
+    rows = [{"review": t, "sentiment": "positive" if y else "negative"}
+            for t, y in synthetic_reviews(1000, seed=0)]
+    csv = write_table(tmp_path / "reviews.csv", rows)
+    cfg = compose_train_config(tmp_path, None, "data=files", f"data.train_file={csv}",
+                               "data.text_columns=[review]", "data.label_column=sentiment",
+                               "trainer.max_epochs=5")
+    metrics = train(cfg)
+    assert metrics["classes"] == ["negative", "positive"] and metrics["test/acc"] >= 0.9
+    assert metrics["params"] == 100 * 16 + 3 * (16 * 16 + 16 * 16 + 2 * 16) + 16 + 1  # one logit
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    classifier = SentimentClassifier.from_checkpoint(checkpoint, device="cpu")
+    new_reviews = synthetic_reviews(40, seed=3)
+    predicted = classifier.predict([t for t, _ in new_reviews])
+    expected = ["positive" if y else "negative" for _, y in new_reviews]
+    assert sum(p.label == e for p, e in zip(predicted, expected, strict=True)) >= 36
+
+
+def test_multi_class_end_to_end_train_checkpoint_predict(tmp_path):
+    rows = [{"title": t, "description": d, "label": 1 + list(TOPICS).index(y)}
+            for t, d, y in topic_rows(900, 0)]
+    csv = write_table(tmp_path / "topics.csv", rows)
+    cfg = compose_train_config(tmp_path, None, "data=files", f"data.train_file={csv}",
+                               "data.text_columns=[title,description]",
+                               "data.label_names=[Sport,Money,Space]", "trainer.max_epochs=8")
+    metrics = train(cfg)
+    assert metrics["classes"] == ["Sport", "Money", "Space"]  # labels 1-3, named in order
+    assert metrics["test/acc"] >= 0.9 and 0 < metrics["test/f1"] <= 1
+    assert 0.5 < metrics["test/auroc"] <= 1
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gru_lightning.predict", str(checkpoint), "--jsonl",
+         "rocket orbit nasa launch", "market stocks bank profit"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["label"] for r in records] == ["Space", "Money"]
+    assert set(records[0]["probabilities"]) == {"Sport", "Money", "Space"}
+    assert abs(sum(records[0]["probabilities"].values()) - 1) < 1e-5
+    assert records[0]["probability"] == max(records[0]["probabilities"].values())
+    table = subprocess.run([sys.executable, "-m", "gru_lightning.predict", str(checkpoint),
+                            "league goal coach match"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert "Sport" in table.stdout and "P(label)" in table.stdout
