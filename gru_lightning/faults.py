@@ -79,11 +79,12 @@ class InterruptCheckpoint(L.Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file beside its target, flushes it to disk, then
-    renames it over the target: a rename within a folder is atomic, so a process killed while
-    writing leaves the previous file (e.g. last.ckpt) whole. Lightning's own writer moves the
-    file from the system's temporary folder, which is a copy, not a rename, where that folder
-    is another file system (a tmpfs /tmp)."""
+    """Writes each checkpoint to a temporary file beside its target, then renames it over the
+    target: a rename within a folder is atomic, so a process killed while writing leaves the
+    previous file (e.g. last.ckpt) whole. Lightning's own writer moves the file from the
+    system's temporary folder, which is a copy, not a rename, where that folder is another
+    file system (a tmpfs /tmp). No fsync: it would guard against a power cut, not a killed
+    process, and cost ~0.5 s an epoch here (two checkpoints of 16 MB)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
                         storage_options: Any | None = None) -> None:
@@ -93,8 +94,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             with open(partial, "wb") as file:
                 torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
