@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import signal
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,11 @@ if "FAULT_BLOCK_SAVE" in os.environ:
         return None
 
     torch.save = blocking_save
+
+# A user's Ctrl-C: Python turns SIGINT into KeyboardInterrupt unless the process started
+# with it ignored, as every command started with `&` by a shell without job control does
+# (CI scripts, nohup): undo that here, as a terminal would have it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 sys.argv = [str(ROOT / "train.py"), *sys.argv[1:]]
 sys.path.insert(0, str(ROOT))
