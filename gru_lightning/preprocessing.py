@@ -7,13 +7,24 @@ checkpoint, so a checkpoint alone can encode new text exactly as the model saw i
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import subprocess
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+log = logging.getLogger(__name__)
+_PUNCTUATION = re.compile(r"[!?]|[^!?]+")  # a word split as Split("[!?]", "isolated") does
+WORD_IDS_SOURCE = Path(__file__).resolve().parent / "csrc" / "word_ids.cpp"
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 Side = Literal["pre", "post"]
@@ -54,6 +65,33 @@ def build_tokenizer(punctuation: bool = False) -> Tokenizer:
     return tokenizer
 
 
+@cache
+def word_ids_extension() -> ModuleType | None:
+    """The compiled word-id kernel (`csrc/word_ids.cpp`), built on first use and cached by
+    torch; None where it cannot be built (no C++ compiler): `tokenizers` does all the work
+    then, with the same ids, ~50x slower."""
+    from torch.utils import cpp_extension
+
+    try:
+        return cpp_extension.load(name="gru_lightning_word_ids", sources=[str(WORD_IDS_SOURCE)],
+                                  extra_cflags=["-O3"])
+    except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
+        log.info("Word-id kernel unavailable (%s); tokenizing with `tokenizers` alone",
+                 str(error).strip().splitlines()[-1] if str(error).strip() else error)
+        return None
+
+
+def _punctuation_of(tokenizer: Tokenizer) -> bool | None:
+    """Which `build_tokenizer` pipeline `tokenizer` has (its punctuation flag), or None for
+    any other: only those two have the compiled fast path."""
+    config = json.loads(tokenizer.to_str())
+    for punctuation in (False, True):
+        reference = json.loads(build_tokenizer(punctuation).to_str())
+        if all(config[k] == reference[k] for k in ("normalizer", "pre_tokenizer")):
+            return punctuation
+    return None
+
+
 class TextEncoder:
     """Turns raw reviews into `[n, maxlen]` int64 id tensors.
 
@@ -68,6 +106,7 @@ class TextEncoder:
         check_side("padding", padding)
         check_side("truncating", truncating)
         self.tokenizer = tokenizer
+        self._fast: Any = None  # the compiled word-id kernel with this vocabulary, once built
         self.maxlen = maxlen
         self.padding = padding
         self.truncating = truncating
@@ -87,10 +126,31 @@ class TextEncoder:
                 f"got {max_features!r}"
             )
         tokenizer = build_tokenizer(punctuation)
-        trainer = trainers.WordLevelTrainer(
-            vocab_size=max_features, special_tokens=[PAD_TOKEN, UNK_TOKEN], show_progress=False
-        )
-        tokenizer.train_from_iterator(texts, trainer)
+        kernel = word_ids_extension()
+        if kernel is None:
+            trainer = trainers.WordLevelTrainer(
+                vocab_size=max_features, special_tokens=[PAD_TOKEN, UNK_TOKEN],
+                show_progress=False)
+            tokenizer.train_from_iterator(texts, trainer)
+            return cls(tokenizer, maxlen, padding, truncating)
+        # The same vocabulary as tokenizers' WordLevelTrainer (most frequent first, ties by
+        # the word), counted by the compiled kernel; texts it does not take (not ASCII, or
+        # holding "[" that could start a special token) go through the tokenizer's pipeline.
+        texts = list(texts)
+        counts, others = kernel.WordIds({}, UNK_ID, PAD_ID, punctuation).count(texts)
+        counts = Counter(counts)
+        for i in others:
+            # After the normalizer every separator is a single space, so splitting at spaces
+            # (and isolating ! and ?) is the pre-tokenizer, without its offsets.
+            words = tokenizer.normalizer.normalize_str(texts[i]).split()
+            if punctuation:
+                words = [part for word in words for part in _PUNCTUATION.findall(word)]
+            counts.update(words)
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        words = [PAD_TOKEN, UNK_TOKEN] + [w for w, _ in ranked if w not in (PAD_TOKEN, UNK_TOKEN)]
+        vocab = {word: i for i, word in enumerate(words[:max_features])}
+        tokenizer.model = models.WordLevel(vocab, unk_token=UNK_TOKEN)
+        tokenizer.add_special_tokens([PAD_TOKEN, UNK_TOKEN])
         return cls(tokenizer, maxlen, padding, truncating)
 
     @property
@@ -98,11 +158,35 @@ class TextEncoder:
         return self.tokenizer.get_vocab_size()
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """Encode a batch of texts to a `[len(texts), maxlen]` int64 tensor."""
+        """Encode a batch of texts to a `[len(texts), maxlen]` int64 tensor: the compiled
+        kernel takes the plain ASCII texts, `tokenizers` the rest, with identical ids."""
+        texts = list(texts)
         if not texts:
             return torch.zeros((0, self.maxlen), dtype=torch.long)
-        encodings = self.tokenizer.encode_batch(list(texts))
+        fast = self._word_ids()
+        if fast is None:
+            return self._encode_with_tokenizers(texts)
+        ids, skipped = fast.encode(texts, self.maxlen, self.padding == "pre",
+                                   self.truncating == "pre")
+        if skipped.any():
+            rows = skipped.nonzero().flatten()
+            ids[rows] = self._encode_with_tokenizers([texts[i] for i in rows.tolist()])
+        return ids
+
+    def _encode_with_tokenizers(self, texts: list[str]) -> torch.Tensor:
+        # encode_batch_fast: the same ids, without the character offsets nobody reads here.
+        encodings = self.tokenizer.encode_batch_fast(texts)
         return torch.from_numpy(np.array([e.ids for e in encodings], dtype=np.int64))
+
+    def _word_ids(self) -> Any:
+        if self._fast is None:
+            kernel, punctuation = word_ids_extension(), _punctuation_of(self.tokenizer)
+            if kernel is None or punctuation is None:
+                self._fast = False
+            else:
+                self._fast = kernel.WordIds(self.tokenizer.get_vocab(), UNK_ID, PAD_ID,
+                                            punctuation)
+        return self._fast or None
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild this encoder; plain types, safe in a checkpoint."""

@@ -303,3 +303,28 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, parquet_copy, caplo
     for split in ("train", "val", "test"):
         assert torch.equal(again.splits[split].ids, first.splits[split].ids)
     assert torch.load(path, weights_only=True)  # whole again
+
+
+TRICKY = ["A wonderful film!<br /><br />Loved it... 10/10", "Ünïcödé café, naïve ﬁlm\x85next",
+          "[UNK] and [PAD] in the text", "wow!!?? really?!", "", "   ", "a<br />b<BR />c<br/>d",
+          "don't won't 'quoted' under_score x2 2x", "tab\tnew\nline\r\nend",
+          "\uff26\uff55\uff4c\uff4c width"]  # full-width letters
+
+
+@pytest.mark.parametrize("punctuation", [False, True])
+@pytest.mark.parametrize(("padding", "truncating"), [("pre", "pre"), ("post", "post")])
+def test_the_compiled_word_ids_match_tokenizers(monkeypatch, punctuation, padding, truncating):
+    """The compiled kernel (ASCII texts) and `tokenizers` (everything) give the same
+    vocabulary and the same ids, on texts made to catch the differences."""
+    from gru_lightning import preprocessing
+    from tests.conftest import synthetic_reviews
+
+    texts = TRICKY + [t for t, _ in synthetic_reviews(200, seed=4)]
+    fast = TextEncoder.fit(texts, 40, 12, padding, truncating, punctuation)
+    assert fast._word_ids() is not None  # the kernel is in use
+    monkeypatch.setattr(preprocessing, "word_ids_extension", lambda: None)
+    slow = TextEncoder.fit(texts, 40, 12, padding, truncating, punctuation)
+    assert slow._word_ids() is None
+    assert fast.tokenizer.to_str() == slow.tokenizer.to_str()
+    assert torch.equal(fast.encode(texts), slow.encode(texts))
+    assert torch.equal(fast.encode(texts), slow._encode_with_tokenizers(texts))
