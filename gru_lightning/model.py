@@ -1,10 +1,8 @@
-"""The classifier: Embedding -> GRU (or LSTM) -> Linear, trained with BCE-with-logits."""
+"""The classifier in training: `network.TextRNN` with Lightning's loop, the loss, the
+metrics and the optimizer."""
 
 from __future__ import annotations
 
-import pickle
-import zipfile
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -20,73 +18,14 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from gru_lightning.fused_gru import FusedGRU
-from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
+from gru_lightning.network import Cell, CheckpointError, Init, Pooling, TextRNN, read_checkpoint
+from gru_lightning.preprocessing import TextEncoder
 
-Cell = Literal["gru", "lstm"]
-Init = Literal["torch", "keras"]
-Pooling = Literal["last", "max", "mean", "max_mean"]
 Schedule = Literal["constant", "cosine"]
-_POOLING_WIDTH = {"last": 1, "max": 1, "mean": 1, "max_mean": 2}
-_RNN = {"gru": nn.GRU, "lstm": nn.LSTM}
+__all__ = ["CheckpointError", "SentimentRNN", "read_checkpoint"]
 
 
-class CheckpointError(RuntimeError):
-    """A file that is not a usable checkpoint of this project."""
-
-
-def read_checkpoint(path: str | Path, setting: str = "checkpoint ",
-                    weights_only: bool = True) -> dict[str, Any]:
-    """A checkpoint written by `python train.py`, read on the CPU; `CheckpointError` with one
-    line naming `setting` and the file when it is missing, truncated or not a checkpoint.
-    `weights_only=False` also reads what resuming needs (callback states), and so may run
-    code from the file: for a run's own checkpoints only."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{setting}{str(path)!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
-            zipfile.BadZipFile) as error:
-        reason = str(error).splitlines()[0] if str(error) else ""
-        raise CheckpointError(
-            f"{setting}{str(path)!r} is not a readable checkpoint ({type(error).__name__}: "
-            f"{reason}); the file is damaged or was cut short. Use another checkpoint of the run "
-            "(checkpoints/ holds the best epoch and last.ckpt) or start afresh."
-        ) from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{setting}{str(path)!r} is not a Lightning checkpoint")
-    return checkpoint
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
-
-
-def keras_init_(module: nn.Module) -> None:
-    """Keras' default initializers, which matter at 3 epochs: embedding uniform(-0.05, 0.05),
-    Glorot-uniform input kernels and orthogonal recurrent kernels per gate, zero biases,
-    Glorot-uniform dense kernel."""
-    for name, param in module.named_parameters():
-        if name.startswith("embedding"):
-            nn.init.uniform_(param, -0.05, 0.05)
-        elif "bias" in name:
-            nn.init.zeros_(param)
-        elif "weight_ih" in name or "weight_hh" in name:
-            init = nn.init.xavier_uniform_ if "weight_ih" in name else nn.init.orthogonal_
-            # PyTorch stacks the gates' matrices as [gates * hidden, in]: one per gate.
-            for gate in param.data.chunk(_gates(module), dim=0):
-                init(gate)
-        else:
-            nn.init.xavier_uniform_(param)
-
-
-def _gates(module: nn.Module) -> int:
-    return 4 if isinstance(getattr(module, "rnn", None), nn.LSTM) else 3
-
-
-class SentimentRNN(L.LightningModule):
+class SentimentRNN(TextRNN, L.LightningModule):
     """Text classes from token ids: the Keras notebook's sentiment model, generalised.
 
     Two classes keep the notebook's model exactly: one logit, sigmoid, binary cross-entropy.
@@ -144,23 +83,6 @@ class SentimentRNN(L.LightningModule):
         fused_gru: bool = True,
         num_classes: int = 2,
     ) -> None:
-        super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("embedding_dim", embedding_dim),
-                            ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            _positive_int(name, value)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"model.num_classes must be an integer >= 2, got {num_classes!r}")
-        for name, value in (("dropout", dropout), ("embedding_dropout", embedding_dropout),
-                            ("word_dropout", word_dropout)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
-        if cell not in _RNN:
-            raise ValueError(f"model.cell must be one of {sorted(_RNN)}, got {cell!r}")
-        if pooling not in _POOLING_WIDTH:
-            raise ValueError(
-                f"model.pooling must be one of {sorted(_POOLING_WIDTH)}, got {pooling!r}")
-        if init not in ("torch", "keras"):
-            raise ValueError(f"model.init must be 'torch' or 'keras', got {init!r}")
         if not lr > 0:
             raise ValueError(f"model.lr must be positive, got {lr!r}")
         if lr_schedule not in ("constant", "cosine"):
@@ -170,28 +92,13 @@ class SentimentRNN(L.LightningModule):
             raise ValueError(f"model.adam_eps must be positive, got {adam_eps!r}")
         if not weight_decay >= 0:
             raise ValueError(f"model.weight_decay must be >= 0, got {weight_decay!r}")
+        super().__init__(vocab_size=vocab_size, embedding_dim=embedding_dim,
+                         hidden_size=hidden_size, num_layers=num_layers,
+                         bidirectional=bidirectional, pooling=pooling, dropout=dropout,
+                         embedding_dropout=embedding_dropout, word_dropout=word_dropout,
+                         cell=cell, init=init, fused_gru=fused_gru, num_classes=num_classes)
         self.save_hyperparameters()
-        self.num_directions = 2 if bidirectional else 1
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.embedding_dropout = nn.Dropout1d(embedding_dropout)  # over [batch, channel, time]
-        rnn_class = FusedGRU if cell == "gru" and fused_gru else _RNN[cell]
-        self.rnn = rnn_class(embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
-                              bidirectional=bidirectional,
-                              dropout=dropout if num_layers > 1 else 0.0)
-        self.dropout = nn.Dropout(dropout)
-        # Two classes: one logit (the notebook's Dense(1, sigmoid)); more: one per class.
-        outputs = 1 if num_classes == 2 else num_classes
-        self.head = nn.Linear(hidden_size * self.num_directions * _POOLING_WIDTH[pooling],
-                              outputs)
-        if init == "keras":
-            keras_init_(self)
-        self.binary = num_classes == 2
         self.loss_fn = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
-        # Set from the datamodule (fit) or the checkpoint (load): how text becomes ids, and
-        # what the classes are called.
-        self.text_encoder: TextEncoder | None = None
-        self.class_names: list[str] = ["neg", "pos"] if self.binary else [
-            str(i) for i in range(num_classes)]
 
         def metrics(prefix: str) -> MetricCollection:
             if self.binary:
@@ -211,44 +118,6 @@ class SentimentRNN(L.LightningModule):
             setattr(self, f"{stage}_metrics", metrics(f"{stage}/"))
             setattr(self, f"{stage}_loss", MeanMetric())
         self.val_acc_best = MaxMetric()
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Token ids `[batch, time]` -> logits: `[batch]` for two classes, else
-        `[batch, classes]`."""
-        if self.hparams.word_dropout and self.training:
-            dropped = torch.rand(ids.shape, device=ids.device) < self.hparams.word_dropout
-            ids = ids.masked_fill(dropped & (ids != PAD_ID), UNK_ID)
-        if isinstance(self.rnn, FusedGRU) and not (self.hparams.embedding_dropout
-                                                   and self.training):
-            # The first projection per distinct word, not per token (fused_gru.py).
-            outputs, state = self.rnn.forward_ids(ids, self.embedding.weight)
-        else:
-            embedded = self.embedding(ids)
-            if self.hparams.embedding_dropout and self.training:
-                embedded = self.embedding_dropout(embedded.transpose(1, 2)).transpose(1, 2)
-            outputs, state = self.rnn(embedded)
-        pooling = self.hparams.pooling
-        if pooling == "last":
-            hidden = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
-            # Final state of the last layer, one per direction: [directions, batch, hidden].
-            features = torch.cat(hidden[-self.num_directions:].unbind(0), dim=-1)
-        else:
-            features = self._pool(outputs, (ids != PAD_ID).unsqueeze(-1), pooling)
-        logits = self.head(self.dropout(features))
-        return logits.squeeze(-1) if self.binary else logits
-
-    @staticmethod
-    def _pool(outputs: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-        """Max and/or mean over the time steps where `mask` is set; an all-padding review
-        pools to zeros."""
-        pooled = []
-        if pooling in ("max", "max_mean"):
-            highest = outputs.masked_fill(~mask, float("-inf")).amax(dim=1)
-            pooled.append(highest.masked_fill(~mask.any(dim=1), 0.0))
-        if pooling in ("mean", "max_mean"):
-            total = (outputs * mask).sum(dim=1)
-            pooled.append(total / mask.sum(dim=1).clamp(min=1))
-        return torch.cat(pooled, dim=-1)
 
     # ---- steps ----------------------------------------------------------------------------
 
@@ -302,10 +171,6 @@ class SentimentRNN(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self._epoch_values("test"))
-
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Two classes: P(second class) `[batch]`; more: every class's `[batch, classes]`."""
-        return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=-1)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Probabilities (`probabilities`) for a batch of ids (or `(ids, labels)`)."""

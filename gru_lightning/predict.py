@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from gru_lightning.model import CheckpointError, SentimentRNN, read_checkpoint
+from gru_lightning.network import CheckpointError, TextRNN, read_checkpoint
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 
 
@@ -44,7 +44,8 @@ class Prediction:
 class SentimentClassifier:
     """A trained model plus the exact preprocessing it was trained with."""
 
-    def __init__(self, model: SentimentRNN, device: str | torch.device | None = None) -> None:
+    def __init__(self, model: TextRNN, device: str | torch.device | None = None) -> None:
+        """`model`: a `TextRNN` (a trained `SentimentRNN` is one) with its text encoder."""
         if model.text_encoder is None:
             raise CheckpointError("the model carries no text encoder (vocabulary, maxlen)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -63,10 +64,8 @@ class SentimentClassifier:
                 "not written by this version of gru-lightning's train.py"
             )
         try:
-            model = SentimentRNN(**checkpoint["hyper_parameters"])
-            model.on_load_checkpoint(checkpoint)
-            model.load_state_dict(checkpoint["state_dict"])
-        except (TypeError, ValueError, RuntimeError) as error:
+            model = TextRNN.from_checkpoint(checkpoint)
+        except (TypeError, ValueError, RuntimeError, KeyError) as error:
             raise CheckpointError(
                 f"{str(path)!r} is incompatible with this version of gru-lightning: {error}"
             ) from error
@@ -85,15 +84,16 @@ class SentimentClassifier:
         for start in range(0, len(texts), batch_size):
             ids = self.encoder.encode(texts[start : start + batch_size])
             known_words.append(((ids != PAD_ID) & (ids != UNK_ID)).sum(dim=1))
-            probabilities.append(self.model.predict_step(ids.to(self.device), 0).float().cpu())
+            logits = self.model(ids.to(self.device))
+            probabilities.append(self.model.probabilities(logits).float().cpu())
         return torch.cat(probabilities), torch.cat(known_words)
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> torch.Tensor:
         """On the CPU: for two classes P(second class) per text `[n]`; for more, every class's
         probability `[n, classes]`, columns in the order of `class_names`."""
         return self._classify(list(texts), batch_size)[0]
 
-    def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], batch_size: int = 1024) -> list[Prediction]:
         """A label and probability per text; a text that cannot be classified gets an error
         and the others are unaffected."""
         texts = list(texts)
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "line; '-' reads standard input. May be repeated.")
     parser.add_argument("--text-column", default="text", help="column of .csv/.jsonl files")
     parser.add_argument("--jsonl", action="store_true", help="JSON Lines instead of a table")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
     parser.add_argument("--export", metavar="DIR",
                         help="write model.pt2 and text_encoder.json to DIR, then exit")

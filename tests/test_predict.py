@@ -53,14 +53,17 @@ def test_preprocessing_comes_from_the_checkpoint_alone(classifier, checkpoint, t
     torch.testing.assert_close(again.predict_proba(texts), classifier.predict_proba(texts))
 
 
-def test_trainer_predict_uses_predict_step(classifier):
+def test_trainer_predict_uses_predict_step(classifier, checkpoint):
     import lightning as L
 
+    from gru_lightning.model import SentimentRNN
+
+    model = SentimentRNN.load_from_checkpoint(checkpoint, map_location="cpu")
     ids = classifier.encoder.encode([t for t, _ in synthetic_reviews(8, seed=6)])
     loader = torch.utils.data.DataLoader(ids, batch_size=4)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False)
-    batches = trainer.predict(classifier.model, dataloaders=loader)
+    batches = trainer.predict(model, dataloaders=loader)
     torch.testing.assert_close(torch.cat(batches), classifier.predict_proba(
         [t for t, _ in synthetic_reviews(8, seed=6)]))
 
@@ -202,3 +205,14 @@ def test_one_review_per_line_means_newlines_only(tmp_path, checkpoint):
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.decode().split("\n") if line]
     assert [r["text"] for r in rows] == reviews
+
+
+def test_prediction_starts_without_lightning():
+    """The command and the Python API load the network alone (network.TextRNN): importing
+    them does not import Lightning or torchmetrics, which take seconds to start."""
+    code = ("import sys, gru_lightning.predict; "
+            "print(sorted(m for m in ('lightning', 'torchmetrics') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
