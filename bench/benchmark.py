@@ -133,7 +133,7 @@ def inference(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
     classifier = SentimentClassifier(model, device="cpu")
     texts = list(data.read()["test"]["text"])
     start = time.perf_counter()
-    classifier.predict_proba(texts, batch_size=256)
+    classifier.predict_proba(texts)  # its default batch size
     text_s = time.perf_counter() - start
     ids = data.splits["test"].ids
     start = time.perf_counter()
