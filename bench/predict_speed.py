@@ -3,7 +3,7 @@ own `trainer.test` accuracy; report reviews/s.
 
     python bench/predict_speed.py outputs/<date>/<time> ../shared/data/imdb/test.parquet
 
-Uses the run's best checkpoint (the one `trainer.test` used with test_weights=best).
+Uses the checkpoint `trainer.test` used: the best one, or last.ckpt with test_weights=last.
 Writes bench/results/predict_speed.{json,md}.
 """
 
@@ -17,14 +17,21 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import yaml
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(run_dir: str, test_parquet: str) -> None:
     run = Path(run_dir)
-    best = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
-    if len(best) != 1:
+    # The weights trainer.test used: the best checkpoint, or last.ckpt with test_weights=last.
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    if config.get("test_weights") == "last":
+        best = [run / "checkpoints" / "last.ckpt"]
+    else:
+        best = [p for p in (run / "checkpoints").glob("*.ckpt")
+                if p.name not in ("last.ckpt", "interrupted.ckpt")]
+    if len(best) != 1 or not best[0].is_file():
         sys.exit(f"expected one best checkpoint in {run / 'checkpoints'}, found {len(best)}")
     table = pq.read_table(test_parquet, columns=["text", "label"]).to_pylist()
     with tempfile.TemporaryDirectory() as tmp:
