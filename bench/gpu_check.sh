@@ -8,7 +8,8 @@
 #
 # The workplace's GPU machines have torch, lightning, torchmetrics, tokenizers and
 # tensorboard, but not hydra-core, omegaconf or datasets, and reach no package index: the
-# missing ones travel as wheels (Python 3.12 there). GPU_CHECK_TRAINER=cpu runs the same
+# missing ones travel as wheels (Python 3.12 there; datasets' other needs, pyarrow, pandas,
+# xxhash, fsspec, huggingface_hub and PyYAML, are in its image). GPU_CHECK_TRAINER=cpu runs the same
 # steps on the CPU, to try the script where there is no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."

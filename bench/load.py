@@ -41,7 +41,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str], list[str], str]] = {
     "old spin=10k": ("baseline", {"GOMP_SPINCOUNT": "10000"}, [],
                      "the baseline with GOMP_SPINCOUNT=10000 (spin shorter, then sleep)"),
     "kernel": ("this", {}, ["num_threads=null"],
-               "this code's kernel (one parallel region per recurrence), PyTorch's threads"),
+               "this code's kernel (its recurrence on the calling thread), PyTorch's threads"),
     "kernel passive": ("this", {"OMP_WAIT_POLICY": "PASSIVE"}, ["num_threads=null"],
                        "this code's kernel with OMP_WAIT_POLICY=PASSIVE"),
     "default": ("this", {}, [], "this code's default: num_threads=auto"),

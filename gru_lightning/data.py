@@ -113,8 +113,9 @@ def label_ids(labels: dict[str, Sequence[Any]], column: str, source: str,
                             f"found {sorted(t.__name__ for t in kinds)}")
         classes = sorted(set(labels["train"]))
         names = [str(c) for c in classes]
-    if len(classes) < 2:
-        raise DataError(f"{where}, train split: every label is {classes[0]!r}; a classifier "
+    present = sorted(set(labels["train"]), key=str)
+    if len(present) < 2:
+        raise DataError(f"{where}, train split: every label is {present[0]!r}; a classifier "
                         "needs at least two classes")
     if label_names is not None:
         if len(label_names) != len(classes):
@@ -362,8 +363,16 @@ class TextDataModule(L.LightningDataModule):
         log.info("Cached the tokenized data to %s", path)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+        if not self.splits:
+            self._load_splits()
+        # train.py sets the data up before the trainer exists (to size the model by the
+        # classes), so the move to the device happens on the call that has one.
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if self.tensors_on_device and device is not None and device.type != "cpu":
+            for split in self.splits.values():
+                split.ids, split.labels = split.ids.to(device), split.labels.to(device)
+
+    def _load_splits(self) -> None:
         path = self.cache_path()
         if not path.exists():  # setup without prepare_data, e.g. called by hand
             self.prepare_data()
@@ -385,10 +394,6 @@ class TextDataModule(L.LightningDataModule):
                        for name, s in data["splits"].items()}
         # val_size=0: validate on the test split, as the Keras notebook did.
         self.splits.setdefault("val", self.splits["test"])
-        device = self.trainer.strategy.root_device if self.trainer is not None else None
-        if self.tensors_on_device and device is not None and device.type != "cpu":
-            for split in self.splits.values():
-                split.ids, split.labels = split.ids.to(device), split.labels.to(device)
 
     # ---- batches --------------------------------------------------------------------------
 

@@ -165,6 +165,9 @@ class IMDBDataModule(TextDataModule):
                     f"{self.source_name()}, {split} split: labels must be 0 (negative) or 1 "
                     f"(positive), found {_found(bad)} (rows counted from 0). Fix or drop "
                     "those rows.")
+        if len(set(labels["train"])) < 2:
+            raise DataError(f"{self.source_name()}, train split: every label is "
+                            f"{labels['train'][0]!r}; a classifier needs both classes")
         return {split: list(values) for split, values in labels.items()}, list(IMDB_LABELS)
 
     def source_signature(self) -> dict[str, Any]:
@@ -197,7 +200,9 @@ class IMDBDataModule(TextDataModule):
 
     def read(self) -> Any:
         if self.local_path is None:
-            return load_from_hub(self.hub_name, None, _local_copy_hint())
+            splits = load_from_hub(self.hub_name, None, _local_copy_hint())
+            # The Hub's copy also has an "unsupervised" split (label -1): not for training.
+            return {split: splits[split] for split in IMDB_SPLITS}
         datasets = _import_datasets()
         path = self._checked_local_path()
         features = datasets.Features(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -187,6 +188,8 @@ def resume_command(checkpoint: Path) -> str:
 def _interrupted(trainer: L.Trainer, output_dir: Path) -> RunInterrupted:
     """Record an interrupted fit in `metrics.json`: what was saved, and the command that
     resumes it."""
+    # Lightning ignores SIGINT from the first Ctrl-C on; give it back to whoever called.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     saved = next((c.saved for c in trainer.callbacks
                   if isinstance(c, InterruptCheckpoint) and c.saved is not None), None)
     last = output_dir / "checkpoints" / "last.ckpt"

@@ -219,6 +219,30 @@ def test_splits_move_to_an_accelerator_once(tmp_path, parquet_copy):
     on_cpu.setup("fit")
     assert on_cpu.splits["train"].ids.device.type == "cpu"
 
+    # As train.py does it: set up first (to read the classes), the trainer comes later.
+    early = make_datamodule(tmp_path, parquet_copy)
+    early.setup("fit")
+    early.trainer = dm.trainer
+    early.setup("fit")
+    assert {split.ids.device.type for split in early.splits.values()} == {"meta"}
+
+
+def test_imdb_from_the_hub_leaves_out_its_unsupervised_split(tmp_path, monkeypatch, reviews):
+    import datasets
+
+    from gru_lightning import sources
+
+    def hub(rows):
+        return datasets.Dataset.from_dict({"text": [t for t, _ in rows],
+                                           "label": [y for _, y in rows]})
+
+    unlabeled = [(t, -1) for t, _ in reviews["test"]]  # the Hub's 50,000 have label -1
+    monkeypatch.setattr(sources, "load_from_hub", lambda *args: datasets.DatasetDict(
+        train=hub(reviews["train"]), test=hub(reviews["test"]), unsupervised=hub(unlabeled)))
+    dm = make_datamodule(tmp_path, None)
+    dm.setup("fit")
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [500, 100, 200]
+
 
 def _copy_with(tmp_path: Path, rows: list[tuple[object, object]]) -> Path:
     """A parquet copy whose training split ends with `rows` (text, label)."""

@@ -5,7 +5,7 @@
 // per time step; here a step is one GEMM plus one loop over the gates, and the backward
 // pass is one GEMM plus one loop per step, with the weight gradients as two large GEMMs
 // after the loop.
-#include <ATen/Parallel.h>
+#include <c10/util/ParallelGuard.h>
 #include <torch/extension.h>
 
 #include <cmath>
@@ -22,8 +22,17 @@
 
 namespace {
 
-// Batch rows per thread at least: below this, the rows stay on one thread.
-constexpr int64_t kRowsPerThread = 8;
+// Runs f over all batch rows on the calling thread, with ATen's parallel loops inside it kept
+// inline (c10::ParallelGuard), as at::parallel_for does in a build without OpenMP, which this
+// extension is: a time step opens no parallel region of its own, so no barrier that a thread
+// descheduled by another process would hold up. (Rows are independent through time, so f
+// could take blocks of rows on several threads; that needs OpenMP and ATen's thread-local
+// state carried into the workers, and has not been measured.)
+template <typename F>
+void run_serially(int64_t rows, const F& f) {
+  const c10::ParallelGuard serial(true);
+  f(0, rows);
+}
 
 template <typename T>
 inline T sigmoid(T x) {
@@ -74,11 +83,6 @@ GATE_LOOP void gates_backward(
 // w_hh: [3H, H], b_hh: [3H]. Returns out [T, B, H] (the hidden state after each step, in
 // time order) and, when `save` is set, the activations backward needs: [T, B, 4H] holding
 // r, z, n and hn per step.
-//
-// Batch rows are independent through time, so each thread takes a block of rows through
-// every step: one parallel region for the whole recurrence, and single-threaded GEMMs inside
-// it. Parallel GEMMs per step would open a region (and a barrier) 100 times per sequence; on a
-// busy machine each barrier waits for a thread that another process has descheduled.
 std::vector<at::Tensor> forward(const at::Tensor& x_proj, const at::Tensor& h0,
                                 const at::Tensor& w_hh, const at::Tensor& b_hh, bool reverse,
                                 bool save) {
@@ -91,7 +95,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x_proj, const at::Tensor& h0,
   const auto w_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "gru_cpu_forward", [&] {
     const int64_t sxt = x_proj.stride(0), sxb = x_proj.stride(1), H = hidden;
-    at::parallel_for(0, batch, kRowsPerThread, [&](int64_t begin, int64_t end) {
+    run_serially(batch, [&](int64_t begin, int64_t end) {
       const int64_t rows = end - begin;
       auto gh = at::empty({rows, 3 * hidden}, h0.options());
       at::Tensor h = h_init.slice(0, begin, end);
@@ -102,7 +106,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x_proj, const at::Tensor& h0,
         const scalar_t* gs = gh.data_ptr<scalar_t>();
         const scalar_t* hs = h.data_ptr<scalar_t>();
         scalar_t* os = out.data_ptr<scalar_t>() + (t * batch + begin) * H;
-        // Without `save`, acts is one step of scratch rows, each thread its own block.
+        // Without `save`, acts is one step of scratch rows.
         scalar_t* as = acts.data_ptr<scalar_t>() + ((save ? t * batch : 0) + begin) * 4 * H;
         for (int64_t b = 0; b < rows; ++b) {
           gates_forward(H, xs + b * sxb, gs + b * 3 * H, hs + b * H, os + b * H, as + b * 4 * H);
@@ -127,8 +131,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& o
   const auto go = grad_out.contiguous();
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "gru_cpu_backward", [&] {
     const int64_t H = hidden;
-    // Blocks of batch rows, one per thread, as in forward.
-    at::parallel_for(0, batch, kRowsPerThread, [&](int64_t begin, int64_t end) {
+    run_serially(batch, [&](int64_t begin, int64_t end) {
       const int64_t rows = end - begin;
       at::Tensor dh_rows = dh.slice(0, begin, end);
       const at::Tensor dd_rows = dh_direct.slice(0, begin, end);

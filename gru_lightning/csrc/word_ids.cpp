@@ -5,8 +5,7 @@
 // truncation and padding. NFKC changes no ASCII character, and for ASCII `\w` is
 // [A-Za-z0-9_], so the ids are identical; texts with any other byte are flagged and left to
 // `tokenizers`. `tokenizers` builds alignment data for every character and an Encoding object
-// per text, ~250 us of CPU per IMDB review here; this takes a few.
-#include <ATen/Parallel.h>
+// per text, ~250 us of CPU per IMDB review here; this takes ~7 (one thread, GIL released).
 #include <torch/extension.h>
 
 #include <string>
@@ -69,24 +68,21 @@ class WordIds {
     auto skipped = at::zeros({n}, at::kBool);
     int64_t* out = ids.data_ptr<int64_t>();
     bool* flags = skipped.data_ptr<bool>();
-    at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
-      std::vector<std::string> found;
-      std::vector<int64_t> row;
-      for (int64_t t = begin; t < end; ++t) {
-        if (!words(texts[t], found)) {
-          flags[t] = true;
-          continue;
-        }
-        const int64_t count = static_cast<int64_t>(found.size());
-        const int64_t kept = std::min(count, maxlen);
-        const int64_t first = keep_last ? count - kept : 0;
-        int64_t* dest = out + t * maxlen + (pad_front ? maxlen - kept : 0);
-        for (int64_t k = 0; k < kept; ++k) {
-          const auto hit = vocab_.find(found[first + k]);
-          dest[k] = hit == vocab_.end() ? unk_id_ : hit->second;
-        }
+    std::vector<std::string> found;
+    for (int64_t t = 0; t < n; ++t) {
+      if (!words(texts[t], found)) {
+        flags[t] = true;
+        continue;
       }
-    });
+      const int64_t count = static_cast<int64_t>(found.size());
+      const int64_t kept = std::min(count, maxlen);
+      const int64_t first = keep_last ? count - kept : 0;
+      int64_t* dest = out + t * maxlen + (pad_front ? maxlen - kept : 0);
+      for (int64_t k = 0; k < kept; ++k) {
+        const auto hit = vocab_.find(found[first + k]);
+        dest[k] = hit == vocab_.end() ? unk_id_ : hit->second;
+      }
+    }
     return {ids, skipped};
   }
 
