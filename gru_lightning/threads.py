@@ -3,8 +3,8 @@
 PyTorch starts one OpenMP thread per core, and each parallel op ends at a barrier that waits
 for all of them. When another process holds a core (a second run, a notebook, a sweep job),
 the thread that shares that core is descheduled for whole time slices while its partner
-spins at the barrier: on 2 cores, 150 training steps took 3.2x their alone time beside one
-busy process and up to 50x beside a second training (bench/load.py). One thread per free
+spins at the barrier: on 2 cores, 150 training steps took 3.1x their alone time beside one
+busy process and up to 17x beside a second training (bench/load.py). One thread per free
 core avoids it. The callback measures, every `interval_s` of training, validation, test or
 prediction, how many cores the other processes used (`/proc/stat` minus this process's own
 CPU time) and sets `torch.set_num_threads` to the cores left, at least one.
@@ -28,11 +28,11 @@ PROC_STAT = Path("/proc/stat")
 TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def usable_cores() -> int:
+def usable_cores() -> set[int]:
     """Cores this process may run on (its affinity mask, e.g. under taskset or a container)."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
 
 
 def busy_seconds(cores: set[int]) -> float | None:
@@ -75,7 +75,8 @@ class CPUThreads(L.Callback):
             raise ValueError(f"interval_s must be positive, got {interval_s!r}")
         self.threads = threads
         self.interval_s = interval_s
-        self.cores = usable_cores()
+        self.core_ids = usable_cores()
+        self.cores = len(self.core_ids)
         self._sample: tuple[float, float, float] | None = None  # wall, all busy, own
         self._proposed: int | None = None
 
@@ -92,8 +93,7 @@ class CPUThreads(L.Callback):
                      self.cores)
 
     def _read(self) -> tuple[float, float, float] | None:
-        busy = busy_seconds(set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                            else set(range(self.cores)))
+        busy = busy_seconds(self.core_ids)
         return None if busy is None else (time.monotonic(), busy, own_cpu_seconds())
 
     def free_cores(self, now: tuple[float, float, float],
