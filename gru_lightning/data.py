@@ -133,24 +133,30 @@ def label_ids(labels: dict[str, Sequence[Any]], column: str, source: str,
 
 
 class TensorBatchDataset(Dataset):
-    """In-memory (ids, label) pairs that the DataLoader indexes one whole batch at a time
-    (`__getitems__`): a batch is one tensor gather, with no per-example Python."""
+    """In-memory (ids, label) pairs, or (ids, label, n-gram logit) triples once the n-gram
+    stage has scored the split (`ngram_logits`), that the DataLoader indexes one whole batch
+    at a time (`__getitems__`): a batch is one tensor gather, with no per-example Python."""
 
-    def __init__(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
-        self.ids, self.labels = ids, labels
+    def __init__(self, ids: torch.Tensor, labels: torch.Tensor,
+                 ngram_logits: torch.Tensor | None = None) -> None:
+        self.ids, self.labels, self.ngram_logits = ids, labels, ngram_logits
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        scores = () if self.ngram_logits is None else (self.ngram_logits,)
+        return self.ids, self.labels, *scores
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.ids[index], self.labels[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[index] for t in self.tensors())
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices)
-        return self.ids[index], self.labels[index]
+        return tuple(t[index] for t in self.tensors())
 
 
-def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
 
 
@@ -341,8 +347,11 @@ class TextDataModule(L.LightningDataModule):
         log.info("Tokenized %s (%s train, %s val, %s test texts, %d classes: %s) in %.1f s",
                  source, len(fit_rows), n_val, len(splits["test"]["labels"]), len(class_names),
                  ", ".join(class_names), time.perf_counter() - start)
+        split_texts = {"train": fit_texts, "test": texts["test"]}
+        if n_val:
+            split_texts["val"] = [train_texts[i] for i in val_rows]
         return {"splits": splits, "text_encoder": encoder.to_dict(),
-                "class_names": class_names}
+                "class_names": class_names, "texts": split_texts}
 
     def prepare_data(self) -> None:
         if self.splits:  # set up in this process already (train.py reads the classes early)
@@ -355,12 +364,36 @@ class TextDataModule(L.LightningDataModule):
             if self.cache_hit:
                 log.info("Tokenized data found in cache %s: skipping tokenization", path)
                 return
-            data = self._tokenize()
-            # Write then rename: a crash never leaves a half-written cache file behind.
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            torch.save(data, partial)
-            os.replace(partial, path)
+            self._write_cache(path)
+
+    def _write_cache(self, path: Path) -> None:
+        data = self._tokenize()
+        # The texts of each split (after the checks and hold-outs) in a file of their own,
+        # read only by the stages that need them (the n-gram model), first: the tensors'
+        # file is what says the entry is complete.
+        _save_atomically({"texts": data.pop("texts")}, self._texts_path(path))
+        _save_atomically(data, path)
         log.info("Cached the tokenized data to %s", path)
+
+    @staticmethod
+    def _texts_path(path: Path) -> Path:
+        return path.with_name(path.stem + "-texts.pt")
+
+    def split_texts(self) -> dict[str, list[str]]:
+        """The texts of each split, in the order of `splits` (what the tensors encode): the
+        cached texts, or, for a cache entry without them, read and tokenized again."""
+        path = self.cache_path()
+        texts_path = self._texts_path(path)
+        try:
+            texts = torch.load(texts_path, weights_only=True)["texts"]
+        except Exception as error:  # derived data: rebuild it
+            log.warning("The cached texts %s are missing or unreadable (%s); the data is read "
+                        "and tokenized again", texts_path, type(error).__name__)
+            with FileLock(str(path) + ".lock"):
+                self._write_cache(path)
+            texts = torch.load(texts_path, weights_only=True)["texts"]
+        texts.setdefault("val", texts["test"])
+        return texts
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
@@ -371,6 +404,8 @@ class TextDataModule(L.LightningDataModule):
         if self.tensors_on_device and device is not None and device.type != "cpu":
             for split in self.splits.values():
                 split.ids, split.labels = split.ids.to(device), split.labels.to(device)
+                if split.ngram_logits is not None:
+                    split.ngram_logits = split.ngram_logits.to(device)
 
     def _load_splits(self) -> None:
         path = self.cache_path()
@@ -409,6 +444,13 @@ class TextDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
+
+
+def _save_atomically(data: Any, path: Path) -> None:
+    """Write then rename: a crash never leaves a half-written file behind."""
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    torch.save(data, partial)
+    os.replace(partial, path)
 
 
 def _check_size(name: str, value: Any, zero_ok: bool) -> None:

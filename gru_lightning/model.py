@@ -19,6 +19,7 @@ from torchmetrics.classification import (
 )
 
 from gru_lightning.network import Cell, CheckpointError, Init, Pooling, TextRNN, read_checkpoint
+from gru_lightning.ngrams import NGramModel, fit_stacking
 from gru_lightning.preprocessing import TextEncoder
 
 Schedule = Literal["constant", "cosine"]
@@ -118,14 +119,32 @@ class SentimentRNN(TextRNN, L.LightningModule):
             setattr(self, f"{stage}_metrics", metrics(f"{stage}/"))
             setattr(self, f"{stage}_loss", MeanMetric())
         self.val_acc_best = MaxMetric()
+        # With an n-gram model: validation's two logits per text, for the stacking fit.
+        self._val_logits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # ---- steps ----------------------------------------------------------------------------
 
     def _update(self, stage: str,
-                batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Loss and probabilities of a batch, accumulated into the stage's epoch metrics."""
-        ids, labels = batch
+                batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Loss and probabilities of a batch, accumulated into the stage's epoch metrics.
+
+        A batch with n-gram logits (the n-gram stage ran): training fits the network on top
+        of the n-gram model's out-of-fold scores (`ngram.folds`; without them the training
+        batches carry none and the network trains alone); validation keeps both logits to
+        fit the stacking weights at its end; testing scores the stack."""
+        ids, labels, *ngram_logits = batch
         logits = self(ids)
+        if ngram_logits and stage == "train":
+            logits = logits + ngram_logits[0]
+        if ngram_logits and stage == "val":
+            self._val_logits.append((logits.detach(), ngram_logits[0], labels))
+            return ()
+        if ngram_logits and stage == "test":
+            logits = self.stacked_logits(logits, ngram_logits[0])
+        return self._accumulate(stage, logits, labels)
+
+    def _accumulate(self, stage: str, logits: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         loss = self.loss_fn(logits, labels)
         probs = self.probabilities(logits.detach())
         getattr(self, f"{stage}_metrics").update(probs, labels.long())
@@ -160,7 +179,16 @@ class SentimentRNN(TextRNN, L.LightningModule):
         self._update("val", batch)
 
     def on_validation_epoch_end(self) -> None:
-        values = self._epoch_values("val")
+        stacked = {}
+        if self._val_logits:
+            # All processes' texts (DDP), so every process fits the same three weights.
+            rnn, ngram, labels = (self.all_gather(torch.cat(t)).flatten()
+                                  for t in zip(*self._val_logits, strict=True))
+            self._val_logits.clear()
+            self.stacking = fit_stacking(rnn, ngram, labels)
+            stacked["val/rnn_acc"] = ((rnn > 0).float() == labels).float().mean()
+            self._accumulate("val", self.stacked_logits(rnn, ngram), labels)
+        values = {**self._epoch_values("val"), **stacked}
         if not self.trainer.sanity_checking:
             self.val_acc_best(values["val/acc"])
             values["val/acc_best"] = self.val_acc_best.compute()
@@ -173,9 +201,13 @@ class SentimentRNN(TextRNN, L.LightningModule):
         self.log_dict(self._epoch_values("test"))
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Probabilities (`probabilities`) for a batch of ids (or `(ids, labels)`)."""
-        ids = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.probabilities(self(ids))
+        """Probabilities (`probabilities`) for a batch of ids, or `(ids, labels)`, or
+        `(ids, labels, ngram_logits)` (the stack's)."""
+        batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+        logits = self(batch[0])
+        if len(batch) == 3:
+            logits = self.stacked_logits(logits, batch[2])
+        return self.probabilities(logits)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
@@ -216,10 +248,16 @@ class SentimentRNN(TextRNN, L.LightningModule):
         checkpoint["class_names"] = list(self.class_names)
         if self.text_encoder is not None:
             checkpoint["text_encoder"] = self.text_encoder.to_dict()
+        if self.ngram is not None:
+            checkpoint["ngram"] = self.ngram.to_dict()
+            checkpoint["stacking"] = self.stacking
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if names := checkpoint.get("class_names"):  # older checkpoints: IMDB's neg/pos
             self.class_names = list(names)
+        if "ngram" in checkpoint:
+            self.ngram = NGramModel.from_dict(checkpoint["ngram"])
+            self.stacking = checkpoint["stacking"]
         saved = checkpoint.get("text_encoder")
         if saved is None:
             return

@@ -82,9 +82,13 @@ class SentimentClassifier:
         probabilities = [torch.zeros(0, *width)]
         known_words = [torch.zeros(0, dtype=torch.long)]
         for start in range(0, len(texts), batch_size):
-            ids = self.encoder.encode(texts[start : start + batch_size])
+            chunk = texts[start : start + batch_size]
+            ids = self.encoder.encode(chunk)
             known_words.append(((ids != PAD_ID) & (ids != UNK_ID)).sum(dim=1))
             logits = self.model(ids.to(self.device))
+            if self.model.ngram is not None:  # an n-gram model stacked on the network
+                ngram_logits = self.model.ngram.logits(chunk).to(self.device)
+                logits = self.model.stacked_logits(logits, ngram_logits)
             probabilities.append(self.model.probabilities(logits).float().cpu())
         return torch.cat(probabilities), torch.cat(known_words)
 
@@ -124,6 +128,10 @@ class SentimentClassifier:
     def export(self, directory: str | Path) -> Path:
         """Write `model.pt2` (torch.export; load with `torch.export.load(...).module()`, takes
         int64 ids `[batch, maxlen]`, returns logits) and `text_encoder.json` beside it."""
+        if self.model.ngram is not None:
+            raise ValueError("this checkpoint stacks an n-gram model on the network (ngram=nbsvm), "
+                             "which torch.export cannot take: export covers the network alone; "
+                             "use SentimentClassifier for the stack")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         model = self.model.to("cpu")
@@ -243,7 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, CheckpointError) as error:
         return fail(str(error))
     if args.export:
-        print(f"exported to {classifier.export(args.export)}")
+        try:
+            print(f"exported to {classifier.export(args.export)}")
+        except ValueError as error:
+            return fail(str(error))
         return 0
 
     texts = list(args.texts)

@@ -23,7 +23,6 @@ import torch
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 log = logging.getLogger(__name__)
-_PUNCTUATION = re.compile(r"[!?]|[^!?]+")  # a word split as Split("[!?]", "isolated") does
 WORD_IDS_SOURCE = Path(__file__).resolve().parent / "csrc" / "word_ids.cpp"
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
@@ -41,15 +40,33 @@ def check_side(name: str, value: str) -> None:
         )
 
 
-def build_tokenizer(punctuation: bool = False) -> Tokenizer:
+def punctuation_marks(punctuation: bool | str) -> str:
+    """The marks kept as words: `True` is "!?" (the data's `punctuation` setting), `False`
+    none, a string those characters (the n-gram model's)."""
+    if isinstance(punctuation, bool):
+        return "!?" if punctuation else ""
+    if not isinstance(punctuation, str) or any(c.isalnum() or c in "_' \t\n" for c in punctuation):
+        raise ValueError(f"punctuation must be true, false or a string of punctuation marks, "
+                         f"got {punctuation!r}")
+    return "".join(dict.fromkeys(punctuation))  # each once, in the order given
+
+
+def _in_class(marks: str) -> str:
+    # Inside a regex character class only these are special; "!" and "?" stay as they are,
+    # so the pipeline of punctuation=True is byte for byte the one of earlier releases.
+    return "".join("\\" + c if c in "\\]^-[" else c for c in marks)
+
+
+def build_tokenizer(punctuation: bool | str = False) -> Tokenizer:
     """An untrained word-level tokenizer: lowercased words, HTML line breaks and punctuation
     dropped (as in the Keras IMDB word index, which keeps apostrophes inside words).
 
     `punctuation=True` keeps "!" and "?" as words of their own: "?" is in 38% of the
-    negative training reviews and 21% of the positive ones.
+    negative training reviews and 21% of the positive ones. A string keeps those marks.
     """
+    marks = punctuation_marks(punctuation)
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
-    kept = r"\w'!?" if punctuation else r"\w'"
+    kept = r"\w'" + _in_class(marks)
     tokenizer.normalizer = normalizers.Sequence(
         [
             normalizers.Replace("<br />", " "),
@@ -60,8 +77,8 @@ def build_tokenizer(punctuation: bool = False) -> Tokenizer:
     )
     split_words = pre_tokenizers.WhitespaceSplit()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [split_words, pre_tokenizers.Split(Regex("[!?]"), behavior="isolated")]
-    ) if punctuation else split_words
+        [split_words, pre_tokenizers.Split(Regex(f"[{_in_class(marks)}]"), behavior="isolated")]
+    ) if marks else split_words
     return tokenizer
 
 
@@ -81,14 +98,23 @@ def word_ids_extension() -> ModuleType | None:
         return None
 
 
-def _punctuation_of(tokenizer: Tokenizer) -> bool | None:
-    """Which `build_tokenizer` pipeline `tokenizer` has (its punctuation flag), or None for
-    any other: only those two have the compiled fast path."""
+def _punctuation_of(tokenizer: Tokenizer) -> str | None:
+    """Which `build_tokenizer` pipeline `tokenizer` has (the marks it keeps as words), or
+    None for any other: only those have the compiled fast path."""
     config = json.loads(tokenizer.to_str())
-    for punctuation in (False, True):
-        reference = json.loads(build_tokenizer(punctuation).to_str())
-        if all(config[k] == reference[k] for k in ("normalizer", "pre_tokenizer")):
-            return punctuation
+    pre = config.get("pre_tokenizer") or {}
+    marks = ""
+    if pre.get("type") == "Sequence" and len(pre.get("pretokenizers", [])) == 2:
+        pattern = pre["pretokenizers"][1].get("pattern", {}).get("Regex", "")
+        if not (pattern.startswith("[") and pattern.endswith("]")):
+            return None
+        marks = re.sub(r"\\(.)", r"\1", pattern[1:-1])
+    try:
+        reference = json.loads(build_tokenizer(marks or False).to_str())
+    except ValueError:
+        return None
+    if all(config[k] == reference[k] for k in ("normalizer", "pre_tokenizer")):
+        return marks
     return None
 
 
@@ -117,7 +143,7 @@ class TextEncoder:
 
     @classmethod
     def fit(cls, texts: Iterable[str], max_features: int, maxlen: int, padding: Side = "pre",
-            truncating: Side = "pre", punctuation: bool = False) -> TextEncoder:
+            truncating: Side = "pre", punctuation: bool | str = False) -> TextEncoder:
         """Learn a vocabulary of `max_features` ids (specials included) from `texts`;
         `punctuation` as in `build_tokenizer`."""
         if not isinstance(max_features, int) or max_features < 3:
@@ -137,14 +163,17 @@ class TextEncoder:
         # the word), counted by the compiled kernel; texts it does not take (not ASCII, or
         # holding "[" that could start a special token) go through the tokenizer's pipeline.
         texts = list(texts)
-        counts, others = kernel.WordIds({}, UNK_ID, PAD_ID, punctuation).count(texts)
+        marks = punctuation_marks(punctuation)
+        counts, others = kernel.WordIds({}, UNK_ID, PAD_ID, marks).count(texts)
         counts = Counter(counts)
+        # A word split as Split("[marks]", "isolated") does.
+        parts = re.compile(f"[{re.escape(marks)}]|[^{re.escape(marks)}]+")
         for i in others:
             # After the normalizer every separator is a single space, so splitting at spaces
-            # (and isolating ! and ?) is the pre-tokenizer, without its offsets.
+            # (and isolating the marks) is the pre-tokenizer, without its offsets.
             words = tokenizer.normalizer.normalize_str(texts[i]).split()
-            if punctuation:
-                words = [part for word in words for part in _PUNCTUATION.findall(word)]
+            if marks:
+                words = [part for word in words for part in parts.findall(word)]
             counts.update(words)
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         words = [PAD_TOKEN, UNK_TOKEN] + [w for w, _ in ranked if w not in (PAD_TOKEN, UNK_TOKEN)]
@@ -152,6 +181,11 @@ class TextEncoder:
         tokenizer.model = models.WordLevel(vocab, unk_token=UNK_TOKEN)
         tokenizer.add_special_tokens([PAD_TOKEN, UNK_TOKEN])
         return cls(tokenizer, maxlen, padding, truncating)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The compiled kernel's lookup table does not pickle (a deepcopy of the model, as
+        # weight averaging makes, copies the encoder); it is rebuilt on first use.
+        return {**self.__dict__, "_fast": None}
 
     @property
     def vocab_size(self) -> int:
@@ -180,12 +214,12 @@ class TextEncoder:
 
     def _word_ids(self) -> Any:
         if self._fast is None:
-            kernel, punctuation = word_ids_extension(), _punctuation_of(self.tokenizer)
-            if kernel is None or punctuation is None:
+            kernel, marks = word_ids_extension(), _punctuation_of(self.tokenizer)
+            if kernel is None or marks is None:
                 self._fast = False
             else:
                 self._fast = kernel.WordIds(self.tokenizer.get_vocab(), UNK_ID, PAD_ID,
-                                            punctuation)
+                                            marks)
         return self._fast or None
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -36,6 +40,8 @@ import gru_lightning.sweep  # noqa: F401  registers ${swept_overrides:...} for j
 from gru_lightning.data import DataError, DatasetUnavailableError
 from gru_lightning.faults import DivergedError, InterruptCheckpoint
 from gru_lightning.model import CheckpointError, read_checkpoint
+from gru_lightning.ngrams import FORMAT_VERSION as NGRAM_FORMAT
+from gru_lightning.ngrams import NGramModel
 
 log = logging.getLogger(__name__)
 # conf/ sits beside the package (editable install or a checkout), as in lightning-hydra-template.
@@ -57,8 +63,8 @@ def _hyperparameters(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
     """The knobs a run is compared by, flat, for TensorBoard's HPARAMS tab."""
     params: dict[str, Any] = {"seed": cfg.seed, "trainer/max_epochs": cfg.trainer.max_epochs}
     params["model/num_classes"] = num_classes
-    for group in ("data", "model"):
-        for key, value in cfg[group].items():
+    for group in ("data", "model", "ngram"):
+        for key, value in (cfg.get(group) or {}).items():
             if key != "_target_" and not (group == "data" and key == "cache_dir"):
                 params[f"{group}/{key}"] = value
     return params
@@ -98,6 +104,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Everything that can reject the config is built before any data work starts.
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    ngram = instantiate(cfg.ngram) if cfg.get("ngram") else None
     trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.callbacks),
                           logger=_instantiate_all(cfg.logger) or False)
     # The classes come from the data: read (or tokenize) it now, and size the model's output.
@@ -108,6 +115,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("Model: %s trainable parameters, %d classes", f"{n_params:,}",
              datamodule.num_classes)
+    ngram_metrics = _stack_ngram_model(ngram, datamodule, model) if ngram is not None else {}
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -140,10 +148,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info("Testing the best checkpoint: %s", best)
             state = torch.load(best, map_location=model.device, weights_only=False)
             model.load_state_dict(state["state_dict"])
+            model.stacking = state.get("stacking", model.stacking)  # fitted with those weights
         results = trainer.test(model, datamodule=datamodule)[0]
         metrics.update(results)
         print(f"Test Accuracy: {results['test/acc']:.3f}")
 
+    metrics.update(ngram_metrics)
     metrics["epochs"] = trainer.current_epoch
     metrics["params"] = n_params
     metrics["classes"] = datamodule.class_names
@@ -159,6 +169,61 @@ def train(cfg: DictConfig) -> dict[str, float]:
             logger.log_hyperparams(_hyperparameters(cfg, datamodule.num_classes),
                                    metrics=hp_metrics)
             logger.finalize("success")
+    return metrics
+
+
+def _stack_ngram_model(ngram: NGramModel, datamodule: Any, model: Any) -> dict[str, float]:
+    """The n-gram stage: fit `ngram` on the training texts (or read it from the cache, keyed
+    by the data's cache entry and its settings: seeds and model settings share it), score the
+    validation and test texts with it, and stack it on `model`. Returns its own accuracies."""
+    if datamodule.num_classes != 2:
+        raise ValueError(f"ngram=nbsvm takes two classes; the data has "
+                         f"{datamodule.num_classes}: {', '.join(datamodule.class_names)}")
+    if "val" not in datamodule.splits or datamodule.splits["val"] is datamodule.splits["test"]:
+        raise ValueError("ngram=nbsvm fits its stacking weights on validation texts, held out "
+                         "of training: set data.val_size > 0")
+    start = time.perf_counter()
+    key = json.dumps({"data": datamodule.cache_path().name, "ngram": ngram.settings(),
+                      "format": NGRAM_FORMAT}, sort_keys=True)
+    path = datamodule.cache_dir / f"ngram-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    texts = datamodule.split_texts()
+    train_labels = datamodule.splits["train"].labels
+
+    def fit() -> dict[str, Any]:
+        fitted = {"model": ngram.fit(texts["train"], train_labels).to_dict()}
+        if ngram.folds:
+            fitted["train_logits"] = ngram.out_of_fold_logits(
+                texts["train"], train_labels, ngram.folds, seed=datamodule.split_seed)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        torch.save(fitted, partial)
+        os.replace(partial, path)  # whole or not at all, as the checkpoints
+        log.info("Cached the n-gram model to %s", path)
+        return fitted
+
+    with FileLock(str(path) + ".lock"):  # parallel sweep jobs fit it once
+        try:
+            fitted = torch.load(path, weights_only=True)
+            ngram = NGramModel.from_dict(fitted["model"])
+            log.info("n-gram model found in cache %s: skipping its fit", path)
+        except FileNotFoundError:
+            fitted = fit()
+        except Exception as error:  # derived data, like the tokenized cache
+            log.warning("The cached n-gram model %s is unreadable (%s); fitting it again",
+                        path, type(error).__name__)
+            fitted = fit()
+    if ngram.folds:  # the network trains on top of the out-of-fold scores
+        datamodule.splits["train"].ngram_logits = fitted["train_logits"]
+    metrics = {}
+    for split in ("val", "test"):
+        logits = ngram.logits(texts[split])
+        datamodule.splits[split].ngram_logits = logits
+        labels = datamodule.splits[split].labels.cpu()
+        metrics[f"ngram/{split}_acc"] = ((logits > 0).float() == labels).float().mean().item()
+    metrics["ngram/seconds"] = time.perf_counter() - start
+    log.info("n-gram model alone: val accuracy %.4f, test accuracy %.4f (%.1f s, the "
+             "stage in all)", metrics["ngram/val_acc"], metrics["ngram/test_acc"],
+             metrics["ngram/seconds"])
+    model.ngram = ngram
     return metrics
 
 

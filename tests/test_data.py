@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from gru_lightning.data import DataError, DatasetUnavailableError
-from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
+from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder, build_tokenizer
 from gru_lightning.sources import IMDBDataModule
 from tests.conftest import write_parquet_copy
 
@@ -332,10 +333,19 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, parquet_copy, caplo
 TRICKY = ["A wonderful film!<br /><br />Loved it... 10/10", "Ünïcödé café, naïve ﬁlm\x85next",
           "[UNK] and [PAD] in the text", "wow!!?? really?!", "", "   ", "a<br />b<BR />c<br/>d",
           "don't won't 'quoted' under_score x2 2x", "tab\tnew\nline\r\nend",
-          "\uff26\uff55\uff4c\uff4c width"]  # full-width letters
+          "\uff26\uff55\uff4c\uff4c width",  # full-width letters
+          'Not bad. "Good" (really), x-y; a:b *c/d ^e \\f]g -- end.']
 
 
-@pytest.mark.parametrize("punctuation", [False, True])
+def test_the_punctuation_true_pipeline_is_the_one_of_earlier_releases():
+    # Checkpoints and caches hold the tokenizer: punctuation=True must stay byte for byte.
+    normalizer = json.loads(build_tokenizer(True).to_str())["normalizer"]
+    assert normalizer["normalizers"][-1]["pattern"] == {"Regex": "[^\\w'!?]+"}
+    pre = json.loads(build_tokenizer(True).to_str())["pre_tokenizer"]
+    assert pre["pretokenizers"][1]["pattern"] == {"Regex": "[!?]"}
+
+
+@pytest.mark.parametrize("punctuation", [False, True, '!?.,;:"()-*/', "]^-[\\"])
 @pytest.mark.parametrize(("padding", "truncating"), [("pre", "pre"), ("post", "post")])
 def test_the_compiled_word_ids_match_tokenizers(monkeypatch, punctuation, padding, truncating):
     """The compiled kernel (ASCII texts) and `tokenizers` (everything) give the same

@@ -1,7 +1,7 @@
 // Word ids for ASCII texts, the same as the project's `tokenizers` pipeline gives them
 // (preprocessing.build_tokenizer): "<br />" -> space, lowercase, every run of characters
-// other than [A-Za-z0-9_'] (and ! ? with punctuation) is a separator, with punctuation each
-// ! and ? is a word of its own; a WordLevel vocabulary with an unknown id; Keras-style
+// other than [A-Za-z0-9_'] and the kept punctuation marks (e.g. ! ?) is a separator, each
+// kept mark is a word of its own; a WordLevel vocabulary with an unknown id; Keras-style
 // truncation and padding. NFKC changes no ASCII character, and for ASCII `\w` is
 // [A-Za-z0-9_], so the ids are identical; texts with any other byte are flagged and left to
 // `tokenizers`. `tokenizers` builds alignment data for every character and an Encoding object
@@ -23,8 +23,9 @@ inline bool word_char(unsigned char c) {
 class WordIds {
  public:
   WordIds(const std::unordered_map<std::string, int64_t>& vocab, int64_t unk_id, int64_t pad_id,
-          bool punctuation)
-      : unk_id_(unk_id), pad_id_(pad_id), punctuation_(punctuation) {
+          const std::string& marks)
+      : unk_id_(unk_id), pad_id_(pad_id) {
+    for (const unsigned char c : marks) mark_[c] = true;
     vocab_.reserve(vocab.size() * 2);
     for (const auto& [word, id] : vocab) vocab_.emplace(word, id);
   }
@@ -49,7 +50,7 @@ class WordIds {
         i += 5;
       } else if (word_char(c)) {
         word.push_back(c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : char(c));
-      } else if (punctuation_ && (c == '!' || c == '?')) {
+      } else if (mark_[c]) {
         flush();
         out.emplace_back(1, char(c));
       } else {
@@ -105,7 +106,7 @@ class WordIds {
  private:
   std::unordered_map<std::string, int64_t> vocab_;
   int64_t unk_id_, pad_id_;
-  bool punctuation_;
+  bool mark_[256] = {};  // punctuation marks kept as words
 };
 
 }  // namespace
@@ -113,7 +114,7 @@ class WordIds {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pybind11::class_<WordIds>(m, "WordIds")
       .def(pybind11::init<const std::unordered_map<std::string, int64_t>&, int64_t, int64_t,
-                          bool>())
+                          const std::string&>())
       .def("encode", &WordIds::encode, pybind11::call_guard<pybind11::gil_scoped_release>())
       .def("count", &WordIds::count);
 }

@@ -1,0 +1,294 @@
+"""The n-gram branch: logistic regression over hashed word 1..n-grams with Naive Bayes
+log-count-ratio feature weights (NBSVM's logistic variant, Wang & Manning 2012).
+
+A linear model that reads every word of a review (the GRU reads the last `maxlen`), fitted in
+closed form plus L-BFGS in a minute on a CPU. `train.py` fits it as a stage of its own
+(`ngram=nbsvm`) before the GRU, and the classifier stacks the two logits (`model.py`).
+
+    texts -> words (a `TextEncoder` over the whole training vocabulary, no padding cap)
+          -> the set of distinct 1..max_n-grams of each text, hashed into 2**buckets_log2 ids
+          -> logit = bias + sum over the text's n-grams of weight[n-gram]
+
+The weights are those of an L2-regularised logistic regression on binary n-gram features
+scaled by their NB ratios r = log(P(n-gram | pos) / P(n-gram | neg)) (add-one smoothed);
+r is folded into the stored weights, so prediction is one `embedding_bag` sum.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from gru_lightning.preprocessing import PAD_ID, TextEncoder, punctuation_marks
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1  # bump when the features of the same text change
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64: Fibonacci hashing
+_CHUNK = 1000  # texts featurized at once: bounds the [chunk, max_words] id tensor
+PUNCTUATION = '!?.,;:"()-*/'  # read as words: +0.2 test accuracy on IMDB over "!?" alone
+
+
+class NGramModel:
+    """NB-weighted logistic regression over hashed word n-grams, for two classes.
+
+    Args:
+        max_n: longest n-gram (1: words only; 3: words, bigrams and trigrams).
+        buckets_log2: the n-grams are hashed into 2**buckets_log2 weights (22: 4.2M, 16 MB).
+        l2: L2 penalty on the weights, against the sum of the log-losses (liblinear's 1/C).
+        max_iter: L-BFGS iterations at most.
+        max_vocab: words kept (most frequent first) before forming n-grams; rarer ones count
+            as the unknown word.
+        max_words: words read per text (the first ones); longer texts are cut.
+        punctuation: the punctuation marks read as words of their own (true: "!" and "?",
+            as `data.punctuation`): "not bad." and "not. bad" differ.
+        folds: 0: the network trains alone, and the two logits are only stacked on the
+            validation texts; k >= 2: the network trains on top of this model's scores of
+            its training texts (its logit plus theirs), scores taken out of fold: k more
+            fits, each without one k-th of the texts, so no text is scored by a model that saw
+            it (`out_of_fold_logits`).
+    """
+
+    def __init__(self, max_n: int = 3, buckets_log2: int = 22, l2: float = 1.0,
+                 max_iter: int = 100, max_vocab: int = 500_000, max_words: int = 3000,
+                 punctuation: bool | str = PUNCTUATION, folds: int = 0) -> None:
+        for name, value in (("max_n", max_n), ("buckets_log2", buckets_log2),
+                            ("max_iter", max_iter), ("max_vocab", max_vocab),
+                            ("max_words", max_words)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ngram.{name} must be a positive integer, got {value!r}")
+        if buckets_log2 > 30:
+            raise ValueError(f"ngram.buckets_log2 must be <= 30 (4 GB of weights), got "
+                             f"{buckets_log2}")
+        if max_vocab**max_n >= 2**62:  # an n-gram's key packs its word ids into one int64
+            raise ValueError(f"ngram.max_vocab**ngram.max_n must be < 2**62 (n-gram keys are "
+                             f"int64), got {max_vocab}**{max_n}")
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 0 or folds == 1:
+            raise ValueError(f"ngram.folds must be 0 (stack only) or an integer >= 2, got "
+                             f"{folds!r}")
+        if not l2 > 0:
+            raise ValueError(f"ngram.l2 must be positive, got {l2!r}")
+        punctuation_marks(punctuation)  # rejects what is not a set of marks
+        self.max_n = max_n
+        self.buckets_log2 = buckets_log2
+        self.l2 = l2
+        self.max_iter = max_iter
+        self.max_vocab = max_vocab
+        self.max_words = max_words
+        self.punctuation = punctuation
+        self.folds = folds
+        self.words: TextEncoder | None = None
+        self.weight: torch.Tensor | None = None  # [2**buckets_log2], NB ratios folded in
+        self.bias = 0.0
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments: what the cache key and the checkpoint record."""
+        return {"max_n": self.max_n, "buckets_log2": self.buckets_log2, "l2": self.l2,
+                "max_iter": self.max_iter, "max_vocab": self.max_vocab,
+                "max_words": self.max_words, "punctuation": self.punctuation,
+                "folds": self.folds}
+
+    # ---- features -------------------------------------------------------------------------
+
+    def bags(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct hashed n-grams of each text, as `embedding_bag` takes them: ids (each
+        text's sorted, concatenated) and the offset where each text's ids start."""
+        if self.words is None:
+            raise RuntimeError("the n-gram model is not fitted")
+        ids, offsets, total = [], [], 0
+        for start in range(0, len(texts), _CHUNK):
+            chunk_ids, chunk_offsets = self._chunk_bags(texts[start : start + _CHUNK])
+            ids.append(chunk_ids)
+            offsets.append(chunk_offsets + total)
+            total += len(chunk_ids)
+        if not ids:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        return torch.cat(ids), torch.cat(offsets)
+
+    def _chunk_bags(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        words = self.words.encode(texts)  # [n, max_words], padded after the text
+        vocab = self.words.vocab_size
+        present = words != PAD_ID
+        keys, valid = words, present
+        bucket_keys = [words[present]]
+        rows = [present.nonzero()[:, 0]]
+        for n in range(2, self.max_n + 1):
+            # The key of an n-gram packs its word ids (ids >= 1, so n-grams of different
+            # lengths never share a key).
+            keys = keys[:, :-1] * vocab + words[:, n - 1 :]
+            valid = valid[:, :-1] & present[:, n - 1 :]
+            bucket_keys.append(keys[valid])
+            rows.append(valid.nonzero()[:, 0])
+        shift = 64 - self.buckets_log2
+        mask = (1 << self.buckets_log2) - 1
+        buckets = ((torch.cat(bucket_keys) * _GOLDEN) >> shift) & mask
+        # Binary features: each n-gram once per text. unique() sorts by (text, bucket).
+        pairs = torch.unique(torch.cat(rows) * (mask + 1) + buckets)
+        text_of = pairs >> self.buckets_log2
+        offsets = torch.searchsorted(text_of, torch.arange(len(texts)))
+        return pairs & mask, offsets
+
+    # ---- fitting --------------------------------------------------------------------------
+
+    def fit(self, texts: Sequence[str], labels: torch.Tensor) -> NGramModel:
+        """Fit on `texts` with labels 0/1: the vocabulary, the NB ratios, then the weights by
+        L-BFGS on the (strictly convex) regularised log-loss. Logs its progress."""
+        labels = _binary_labels(texts, labels)
+        start = time.perf_counter()
+        self.words = TextEncoder.fit(texts, self.max_vocab, self.max_words, padding="post",
+                                     truncating="post", punctuation=self.punctuation)
+        ids, offsets = self.bags(texts)
+        log.info("n-gram model: %s words, %s distinct n-grams per text on average, "
+                 "%.1f s", f"{self.words.vocab_size:,}", f"{len(ids) / len(texts):,.0f}",
+                 time.perf_counter() - start)
+        self.weight, self.bias = self._fit_weights(ids, offsets, labels)
+        log.info("n-gram model fitted in %.1f s", time.perf_counter() - start)
+        return self
+
+    def out_of_fold_logits(self, texts: Sequence[str], labels: torch.Tensor, folds: int,
+                           seed: int = 0) -> torch.Tensor:
+        """Each text's logit from a model fitted on the other `folds - 1` folds (the fitted
+        vocabulary, its own NB ratios and weights): scores of the training texts that are
+        as honest as those of new texts, for a model trained on top of them."""
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+            raise ValueError(f"ngram.folds must be an integer >= 2 here, got {folds!r}")
+        labels = _binary_labels(texts, labels)
+        start = time.perf_counter()
+        ids, offsets = self.bags(texts)
+        lengths = torch.diff(offsets, append=torch.tensor([len(ids)]))
+        generator = torch.Generator().manual_seed(seed)
+        fold_of = torch.randperm(len(texts), generator=generator) % folds
+        scores = torch.empty(len(texts))
+        for fold in range(folds):
+            held = fold_of == fold
+            weight, bias = self._fit_weights(*_rows(ids, lengths, ~held), labels[~held])
+            held_ids, held_offsets = _rows(ids, lengths, held)
+            scores[held] = F.embedding_bag(held_ids, weight.unsqueeze(1), held_offsets,
+                                           mode="sum").squeeze(1) + bias
+            log.info("n-gram model: out-of-fold scores, fold %d of %d done (%.1f s)",
+                     fold + 1, folds, time.perf_counter() - start)
+        return scores
+
+    def _fit_weights(self, ids: torch.Tensor, offsets: torch.Tensor,
+                     labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The NB ratios of these texts' n-grams, then the logistic regression's weights by
+        L-BFGS; the ratios are folded into the returned weights."""
+        size = 1 << self.buckets_log2
+        per_text = torch.diff(offsets, append=torch.tensor([len(ids)]))
+        positive = torch.repeat_interleave(labels.bool(), per_text)
+        in_pos = torch.bincount(ids[positive], minlength=size).double() + 1.0
+        in_neg = torch.bincount(ids[~positive], minlength=size).double() + 1.0
+        ratio = (torch.log(in_pos / in_pos.sum()) - torch.log(in_neg / in_neg.sum())).float()
+        # The design matrix as CSR: a row per text, each n-gram's value its NB ratio. Its
+        # products are ~15x faster than embedding_bag's backward here, and its transpose
+        # gives the gradient without autograd.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta")
+            design = torch.sparse_csr_tensor(
+                torch.cat([offsets, torch.tensor([len(ids)])]), ids, ratio[ids],
+                size=(len(per_text), size), check_invariants=False)
+            design_t = design.t().to_sparse_csr()
+
+        weight = torch.zeros(size)
+        bias = torch.zeros(1)
+        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=self.max_iter,
+                                      history_size=10, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-5, tolerance_change=1e-9)
+        evaluations = [0]
+
+        def objective() -> torch.Tensor:
+            logits = design @ weight + bias
+            loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
+            loss = loss + 0.5 * self.l2 * weight.square().sum()
+            residual = torch.sigmoid(logits) - labels
+            weight.grad = design_t @ residual + self.l2 * weight
+            bias.grad = residual.sum().reshape(1)
+            evaluations[0] += 1
+            if evaluations[0] % 10 == 0:
+                accuracy = ((logits > 0).float() == labels).float().mean().item()
+                log.info("n-gram model: L-BFGS evaluation %d, objective %.1f, training "
+                         "accuracy %.4f", evaluations[0], loss.item(), accuracy)
+            return loss
+
+        optimizer.step(objective)
+        log.info("n-gram model: %d L-BFGS iterations, %d evaluations",
+                 optimizer.state[optimizer._params[0]].get("n_iter", 0), evaluations[0])
+        return (weight * ratio).contiguous(), float(bias.item())
+
+    # ---- prediction -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def logits(self, texts: Sequence[str]) -> torch.Tensor:
+        """The model's logit of the second class per text, `[len(texts)]`."""
+        if self.weight is None:
+            raise RuntimeError("the n-gram model is not fitted")
+        ids, offsets = self.bags(list(texts))
+        if not len(offsets):
+            return torch.zeros(0)
+        return F.embedding_bag(ids, self.weight.unsqueeze(1), offsets,
+                               mode="sum").squeeze(1) + self.bias
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild the fitted model: plain types and one tensor."""
+        if self.words is None or self.weight is None:
+            raise RuntimeError("the n-gram model is not fitted")
+        return {"format_version": FORMAT_VERSION, "settings": self.settings(),
+                "words": self.words.to_dict(), "weight": self.weight, "bias": self.bias}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> NGramModel:
+        version = state.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"n-gram model format {version!r} is not the one this version of gru-lightning "
+                f"reads ({FORMAT_VERSION}); retrain the model or use a matching release")
+        model = cls(**state["settings"])
+        model.words = TextEncoder.from_dict(state["words"])
+        model.weight = state["weight"]
+        model.bias = float(state["bias"])
+        return model
+
+
+def _binary_labels(texts: Sequence[str], labels: torch.Tensor) -> torch.Tensor:
+    labels = torch.as_tensor(labels, dtype=torch.float32).cpu()
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    if not ((labels == 0) | (labels == 1)).all() or labels.min() == labels.max():
+        raise ValueError("the n-gram model needs labels 0 and 1, both present")
+    return labels
+
+
+def _rows(ids: torch.Tensor, lengths: torch.Tensor,
+          keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bags (ids, offsets) of the texts where `keep` is set."""
+    kept_lengths = lengths[keep]
+    offsets = torch.cumsum(kept_lengths, 0) - kept_lengths
+    return ids[torch.repeat_interleave(keep, lengths)], offsets
+
+
+def fit_stacking(rnn_logits: torch.Tensor, ngram_logits: torch.Tensor,
+                 labels: torch.Tensor, l2: float = 1e-3) -> list[float]:
+    """The weights `[a, b, c]` of `a * rnn + b * ngram + c`: a logistic regression on the two
+    logits of held-out texts (the validation split: stacking on the training texts would
+    trust the n-gram model's overfit scores there). Three numbers from ~1,000 texts."""
+    features = torch.stack([rnn_logits, ngram_logits], dim=1).double().cpu()
+    targets = labels.double().cpu()
+    weight = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=100, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(features @ weight + bias, targets)
+        loss = loss + 0.5 * l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(objective)
+    return [*weight.detach().tolist(), bias.item()]

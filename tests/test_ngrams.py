@@ -1,0 +1,175 @@
+"""The n-gram branch (ngram=nbsvm): features, the NB-weighted fit, the cache, stacking on
+the GRU through the entry point, and predict on its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from gru_lightning.ngrams import NGramModel, fit_stacking
+from gru_lightning.predict import SentimentClassifier, main
+from gru_lightning.train import train
+from tests.conftest import synthetic_reviews
+
+
+def _fitted(texts: list[str], labels: list[int], **settings) -> NGramModel:
+    return NGramModel(**{"buckets_log2": 12, **settings}).fit(texts, torch.tensor(labels))
+
+
+def test_bags_are_the_distinct_hashed_ngrams_of_each_text():
+    model = _fitted(["a b a b", "b c", "c"], [0, 1, 1], max_n=2)
+    ids, offsets = model.bags(["a b a b", "b c", "c", "zzz"])
+    per_text = torch.tensor_split(ids, offsets[1:])
+    # "a b a b": a, b, "a b", "b a" ("a b" twice counts once); "b c": b, c, "b c"; "c": c;
+    # "zzz" is an unknown word, a feature of its own.
+    assert [len(t) for t in per_text] == [4, 3, 1, 1]
+    assert all(torch.equal(t, t.unique()) for t in per_text)  # sorted, no repeats
+    assert per_text[0][0] != per_text[1][0] or per_text[0][1] != per_text[1][1]
+    assert set(per_text[2].tolist()) <= set(per_text[1].tolist())  # "c" is in "b c"
+    assert int(ids.max()) < 2**12
+    # The same text gives the same ids alone or among others.
+    alone, _ = model.bags(["b c"])
+    assert torch.equal(alone, per_text[1])
+
+
+def test_word_order_reaches_the_model_through_bigrams():
+    texts = ["not good", "good not"] * 20
+    labels = [0, 1] * 20
+    assert _fitted(texts, labels, max_n=2).logits(["not good", "good not"]).tolist()[0] < 0
+    with_words_only = _fitted(texts, labels, max_n=1).logits(["not good", "good not"])
+    assert torch.allclose(with_words_only[0], with_words_only[1])  # same bag of words
+
+
+def test_fit_learns_synthetic_reviews_and_round_trips():
+    train_rows, test_rows = synthetic_reviews(400, seed=0), synthetic_reviews(200, seed=1)
+    model = _fitted([t for t, _ in train_rows], [y for _, y in train_rows])
+    texts, labels = [t for t, _ in test_rows], torch.tensor([y for _, y in test_rows])
+    logits = model.logits(texts)
+    assert ((logits > 0).long() == labels).float().mean() >= 0.95
+    again = NGramModel.from_dict(model.to_dict())
+    assert torch.equal(again.logits(texts), logits)
+    assert again.settings() == model.settings()
+
+
+def test_bad_settings_and_labels_are_clear_errors():
+    with pytest.raises(ValueError, match=re.escape("ngram.max_n must be a positive integer")):
+        NGramModel(max_n=0)
+    with pytest.raises(ValueError, match=re.escape("ngram.l2 must be positive")):
+        NGramModel(l2=0.0)
+    with pytest.raises(ValueError, match=r"max_vocab\*\*ngram.max_n must be < 2\*\*62"):
+        NGramModel(max_n=4, max_vocab=10**6)
+    with pytest.raises(ValueError, match="labels 0 and 1, both present"):
+        NGramModel().fit(["a", "b"], torch.tensor([1, 1]))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        NGramModel().logits(["a"])
+    state = _fitted(["a", "b"], [0, 1]).to_dict()
+    with pytest.raises(ValueError, match="n-gram model format 99"):
+        NGramModel.from_dict({**state, "format_version": 99})
+
+
+def test_punctuation_marks_are_words_of_their_own():
+    model = _fitted(["not bad.", "not. bad"] * 10, [1, 0] * 10, max_n=2)
+    assert model.logits(["not bad."]).item() > 0 > model.logits(["not. bad"]).item()
+    with pytest.raises(ValueError, match="punctuation must be true, false or a string"):
+        NGramModel(punctuation="ab")
+
+
+def test_stacking_weighs_the_better_logit_more():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 2, (1000,)).float()
+    signal = (labels * 2 - 1) * 2
+    strong = signal + torch.randn(1000)
+    weak = signal + 4 * torch.randn(1000)
+    rnn_weight, ngram_weight, _ = fit_stacking(weak, strong, labels)
+    assert ngram_weight > rnn_weight > 0
+
+
+def test_stacked_run_through_hydra_then_predict(compose_train, capsys):
+    cfg = compose_train("ngram=nbsvm", "ngram.buckets_log2=14", "trainer.max_epochs=2")
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert metrics["ngram/val_acc"] >= 0.9 and metrics["ngram/test_acc"] >= 0.9
+    assert metrics["test/acc"] >= 0.9
+    assert "val/rnn_acc" in metrics  # the GRU alone, beside the stack's val/acc
+    assert json.loads((run / "metrics.json").read_text())["ngram/test_acc"] == pytest.approx(
+        metrics["ngram/test_acc"])
+    cached = list(Path(cfg.paths.cache_dir).glob("ngram-*.pt"))
+    assert len(cached) == 1
+
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    classifier = SentimentClassifier.from_checkpoint(checkpoint)
+    assert classifier.model.ngram is not None and len(classifier.model.stacking) == 3
+    reviews = ["great superb wonderful film", "awful boring terrible film"]
+    assert [p.label for p in classifier.predict(reviews)] == ["pos", "neg"]
+    # The stack, not the network alone: its probabilities differ from the GRU's.
+    gru_alone = classifier.model.probabilities(classifier.model(classifier.encoder.encode(reviews)))
+    assert not torch.allclose(classifier.predict_proba(reviews), gru_alone)
+
+    capsys.readouterr()  # what training printed
+    assert main([str(checkpoint), "--jsonl", *reviews]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["label"] for line in lines] == ["pos", "neg"]
+    assert main([str(checkpoint), "--export", str(run / "exported")]) == 1
+    assert "n-gram model" in capsys.readouterr().err
+
+
+def test_the_network_trains_on_top_of_out_of_fold_scores_with_ema(compose_train):
+    # callbacks=ema deep-copies the model, n-gram model and its word encoder included.
+    cfg = compose_train("ngram=nbsvm", "ngram.buckets_log2=14", "ngram.folds=3",
+                        "callbacks=ema", "trainer.max_epochs=2")
+    metrics = train(cfg)
+    assert metrics["test/acc"] >= 0.9
+    (cached,) = Path(cfg.paths.cache_dir).glob("ngram-*.pt")
+    scores = torch.load(cached, weights_only=True)["train_logits"]
+    assert scores.shape == (500,)  # 600 training reviews less 100 for validation
+    checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt",
+                            weights_only=False)
+    assert checkpoint["ngram"]["settings"]["folds"] == 3
+
+
+def test_out_of_fold_scores_come_from_models_that_did_not_see_the_text():
+    # Texts that are each their own class signal: a model that saw a text scores it with
+    # confidence, one that did not has only the shared words to go by.
+    texts = [f"common unique{i}" for i in range(40)]
+    labels = torch.tensor([i % 2 for i in range(40)])
+    model = _fitted(texts, labels.tolist(), max_n=1)
+    in_sample = model.logits(texts)
+    out_of_fold = model.out_of_fold_logits(texts, labels, folds=4)
+    assert ((in_sample > 0).long() == labels).all()
+    # Out of fold, no text's own word was seen: the scores carry no more than chance.
+    assert ((out_of_fold > 0).long() == labels).float().mean() <= 0.6
+    with pytest.raises(ValueError, match=re.escape("ngram.folds must be an integer >= 2")):
+        model.out_of_fold_logits(texts, labels, folds=1)
+    with pytest.raises(ValueError, match=re.escape("ngram.folds must be 0")):
+        NGramModel(folds=1)
+
+
+def test_a_second_run_reads_the_ngram_model_from_the_cache(compose_train, tmp_path, caplog):
+    first = train(compose_train("ngram=nbsvm", "ngram.buckets_log2=14"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gru_lightning.train"):
+        second = train(compose_train("ngram=nbsvm", "ngram.buckets_log2=14", "seed=3",
+                                     f"paths.output_dir={tmp_path / 'again'}"))
+    assert "n-gram model found in cache" in caplog.text
+    assert second["ngram/test_acc"] == first["ngram/test_acc"]
+
+
+def test_a_damaged_ngram_cache_is_refitted(compose_train, tmp_path, caplog):
+    first = train(compose_train("ngram=nbsvm", "ngram.buckets_log2=14"))
+    (cached,) = Path(tmp_path / "cache").glob("ngram-*.pt")
+    cached.write_bytes(b"not a checkpoint")
+    again = train(compose_train("ngram=nbsvm", "ngram.buckets_log2=14",
+                                f"paths.output_dir={tmp_path / 'again'}"))
+    assert "is unreadable" in caplog.text
+    assert again["ngram/test_acc"] == first["ngram/test_acc"]
+    assert NGramModel.from_dict(torch.load(cached, weights_only=True)["model"]).weight is not None
+
+
+def test_ngram_stage_refuses_validation_on_the_test_split(compose_train):
+    with pytest.raises(ValueError, match=re.escape("set data.val_size > 0")):
+        train(compose_train("ngram=nbsvm", "data.val_size=0"))
