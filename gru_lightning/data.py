@@ -133,16 +133,17 @@ def label_ids(labels: dict[str, Sequence[Any]], column: str, source: str,
 
 
 class TensorBatchDataset(Dataset):
-    """In-memory (ids, label) pairs, or (ids, label, n-gram logit) triples once the n-gram
-    stage has scored the split (`ngram_logits`), that the DataLoader indexes one whole batch
-    at a time (`__getitems__`): a batch is one tensor gather, with no per-example Python."""
+    """In-memory (ids, label) pairs, or (ids, label, n-gram scores) triples once the n-gram
+    stage has scored the split (`ngram_scores`, `NGramModel.scores`), that the DataLoader
+    indexes one whole batch at a time (`__getitems__`): a batch is one tensor gather, with
+    no per-example Python."""
 
     def __init__(self, ids: torch.Tensor, labels: torch.Tensor,
-                 ngram_logits: torch.Tensor | None = None) -> None:
-        self.ids, self.labels, self.ngram_logits = ids, labels, ngram_logits
+                 ngram_scores: torch.Tensor | None = None) -> None:
+        self.ids, self.labels, self.ngram_scores = ids, labels, ngram_scores
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        scores = () if self.ngram_logits is None else (self.ngram_logits,)
+        scores = () if self.ngram_scores is None else (self.ngram_scores,)
         return self.ids, self.labels, *scores
 
     def __len__(self) -> int:
@@ -404,8 +405,8 @@ class TextDataModule(L.LightningDataModule):
         if self.tensors_on_device and device is not None and device.type != "cpu":
             for split in self.splits.values():
                 split.ids, split.labels = split.ids.to(device), split.labels.to(device)
-                if split.ngram_logits is not None:
-                    split.ngram_logits = split.ngram_logits.to(device)
+                if split.ngram_scores is not None:
+                    split.ngram_scores = split.ngram_scores.to(device)
 
     def _load_splits(self) -> None:
         path = self.cache_path()

@@ -119,7 +119,7 @@ class SentimentRNN(TextRNN, L.LightningModule):
             setattr(self, f"{stage}_metrics", metrics(f"{stage}/"))
             setattr(self, f"{stage}_loss", MeanMetric())
         self.val_acc_best = MaxMetric()
-        # With an n-gram model: validation's two logits per text, for the stacking fit.
+        # With an n-gram model: validation's logits and n-gram scores, for the stacking fit.
         self._val_logits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # ---- steps ----------------------------------------------------------------------------
@@ -132,15 +132,15 @@ class SentimentRNN(TextRNN, L.LightningModule):
         of the n-gram model's out-of-fold scores (`ngram.folds`; without them the training
         batches carry none and the network trains alone); validation keeps both logits to
         fit the stacking weights at its end; testing scores the stack."""
-        ids, labels, *ngram_logits = batch
+        ids, labels, *ngram_scores = batch  # scores: [batch, 2], see NGramModel.scores
         logits = self(ids)
-        if ngram_logits and stage == "train":
-            logits = logits + ngram_logits[0]
-        if ngram_logits and stage == "val":
-            self._val_logits.append((logits.detach(), ngram_logits[0], labels))
+        if ngram_scores and stage == "train":
+            logits = logits + ngram_scores[0][:, 0]
+        if ngram_scores and stage == "val":
+            self._val_logits.append((logits.detach(), ngram_scores[0], labels))
             return ()
-        if ngram_logits and stage == "test":
-            logits = self.stacked_logits(logits, ngram_logits[0])
+        if ngram_scores and stage == "test":
+            logits = self.stacked_logits(logits, ngram_scores[0])
         return self._accumulate(stage, logits, labels)
 
     def _accumulate(self, stage: str, logits: torch.Tensor,
@@ -182,7 +182,7 @@ class SentimentRNN(TextRNN, L.LightningModule):
         stacked = {}
         if self._val_logits:
             # All processes' texts (DDP), so every process fits the same three weights.
-            rnn, ngram, labels = (self.all_gather(torch.cat(t)).flatten()
+            rnn, ngram, labels = (self.all_gather(torch.cat(t)).reshape(-1, *t[0].shape[1:])
                                   for t in zip(*self._val_logits, strict=True))
             self._val_logits.clear()
             self.stacking = fit_stacking(rnn, ngram, labels)
@@ -202,7 +202,7 @@ class SentimentRNN(TextRNN, L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Probabilities (`probabilities`) for a batch of ids, or `(ids, labels)`, or
-        `(ids, labels, ngram_logits)` (the stack's)."""
+        `(ids, labels, ngram_scores)` (the stack's)."""
         batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
         logits = self(batch[0])
         if len(batch) == 3:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from gru_lightning.fused_gru import FusedGRU
-from gru_lightning.ngrams import NGramModel
+from gru_lightning.ngrams import NGramModel, stack
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 
 Cell = Literal["gru", "lstm"]
@@ -138,10 +138,10 @@ class TextRNN(nn.Module):
         self.class_names: list[str] = ["neg", "pos"] if self.binary else [
             str(i) for i in range(num_classes)]
         # Set where an n-gram model is stacked on the network (train.py's n-gram stage): its
-        # logit joins this one as `stacking[0] * rnn + stacking[1] * ngram + stacking[2]`.
-        # Plain attributes, not buffers: weight averaging (callbacks=ema) leaves them alone.
+        # logit joins this one with the weights of `ngrams.fit_stacking`. Plain attributes,
+        # not buffers: weight averaging (callbacks=ema) leaves them alone.
         self.ngram: NGramModel | None = None
-        self.stacking: list[float] | None = None
+        self.stacking: dict[str, float] | None = None
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> TextRNN:
@@ -156,17 +156,16 @@ class TextRNN(nn.Module):
         network.class_names = list(checkpoint.get("class_names") or network.class_names)
         if "ngram" in checkpoint:
             network.ngram = NGramModel.from_dict(checkpoint["ngram"])
-            network.stacking = list(checkpoint["stacking"])
+            network.stacking = dict(checkpoint["stacking"])
         return network
 
     def stacked_logits(self, rnn_logits: torch.Tensor,
-                       ngram_logits: torch.Tensor) -> torch.Tensor:
-        """The network's and the n-gram model's logits combined with the stacking weights
-        fitted on the validation texts."""
+                       ngram_scores: torch.Tensor) -> torch.Tensor:
+        """The network's logits and the n-gram model's `scores` combined with the stacking
+        weights fitted on the validation texts."""
         if self.stacking is None:
             raise RuntimeError("no stacking weights: they are fitted at the end of validation")
-        rnn_weight, ngram_weight, bias = self.stacking
-        return rnn_weight * rnn_logits + ngram_weight * ngram_logits + bias
+        return stack(self.stacking, rnn_logits, ngram_scores)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids `[batch, time]` -> logits: `[batch]` for two classes, else

@@ -98,19 +98,27 @@ class NGramModel:
     def bags(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The distinct hashed n-grams of each text, as `embedding_bag` takes them: ids (each
         text's sorted, concatenated) and the offset where each text's ids start."""
+        ids, offsets, _ = self._bags_and_lengths(texts)
+        return ids, offsets
+
+    def _bags_and_lengths(self, texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        """`bags`, and each text's number of words (at most `max_words`)."""
         if self.words is None:
             raise RuntimeError("the n-gram model is not fitted")
-        ids, offsets, total = [], [], 0
+        ids, offsets, lengths, total = [], [], [], 0
         for start in range(0, len(texts), _CHUNK):
-            chunk_ids, chunk_offsets = self._chunk_bags(texts[start : start + _CHUNK])
+            chunk_ids, chunk_offsets, chunk_lengths = self._chunk_bags(
+                texts[start : start + _CHUNK])
             ids.append(chunk_ids)
             offsets.append(chunk_offsets + total)
+            lengths.append(chunk_lengths)
             total += len(chunk_ids)
         if not ids:
-            return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-        return torch.cat(ids), torch.cat(offsets)
+            return (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                    torch.zeros(0, dtype=torch.long))
+        return torch.cat(ids), torch.cat(offsets), torch.cat(lengths)
 
-    def _chunk_bags(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _chunk_bags(self, texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
         words = self.words.encode(texts)  # [n, max_words], padded after the text
         vocab = self.words.vocab_size
         present = words != PAD_ID
@@ -131,7 +139,7 @@ class NGramModel:
         pairs = torch.unique(torch.cat(rows) * (mask + 1) + buckets)
         text_of = pairs >> self.buckets_log2
         offsets = torch.searchsorted(text_of, torch.arange(len(texts)))
-        return pairs & mask, offsets
+        return pairs & mask, offsets, present.sum(dim=1)
 
     # ---- fitting --------------------------------------------------------------------------
 
@@ -223,15 +231,22 @@ class NGramModel:
     # ---- prediction -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def logits(self, texts: Sequence[str]) -> torch.Tensor:
-        """The model's logit of the second class per text, `[len(texts)]`."""
+    def scores(self, texts: Sequence[str]) -> torch.Tensor:
+        """Per text `[logit, log(1 + words)]`, `[len(texts), 2]`: what the stack takes (the
+        n-gram model reads every word, the network the last `maxlen`, so how far each is
+        trusted may depend on the length)."""
         if self.weight is None:
             raise RuntimeError("the n-gram model is not fitted")
-        ids, offsets = self.bags(list(texts))
+        ids, offsets, lengths = self._bags_and_lengths(list(texts))
         if not len(offsets):
-            return torch.zeros(0)
-        return F.embedding_bag(ids, self.weight.unsqueeze(1), offsets,
-                               mode="sum").squeeze(1) + self.bias
+            return torch.zeros(0, 2)
+        logits = F.embedding_bag(ids, self.weight.unsqueeze(1), offsets,
+                                 mode="sum").squeeze(1) + self.bias
+        return torch.stack([logits, torch.log1p(lengths.float())], dim=1)
+
+    def logits(self, texts: Sequence[str]) -> torch.Tensor:
+        """The model's logit of the second class per text, `[len(texts)]`."""
+        return self.scores(texts)[:, 0]
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the fitted model: plain types and one tensor."""
@@ -271,16 +286,35 @@ def _rows(ids: torch.Tensor, lengths: torch.Tensor,
     return ids[torch.repeat_interleave(keep, lengths)], offsets
 
 
-def fit_stacking(rnn_logits: torch.Tensor, ngram_logits: torch.Tensor,
-                 labels: torch.Tensor, l2: float = 1e-3) -> list[float]:
-    """The weights `[a, b, c]` of `a * rnn + b * ngram + c`: a logistic regression on the two
-    logits of held-out texts (the validation split: stacking on the training texts would
-    trust the n-gram model's overfit scores there). Three numbers from ~1,000 texts."""
-    features = torch.stack([rnn_logits, ngram_logits], dim=1).double().cpu()
-    targets = labels.double().cpu()
-    weight = torch.ones(2, dtype=torch.float64, requires_grad=True)
+def _stacking_design(rnn_logits: torch.Tensor, ngram_scores: torch.Tensor,
+                     stacking: dict[str, float]) -> torch.Tensor:
+    """The stack's inputs: both logits, each also times the standardised log length, and
+    that length."""
+    rnn, ngram = rnn_logits.double(), ngram_scores[:, 0].double()
+    length = (ngram_scores[:, 1].double() - stacking["length_mean"]) / stacking["length_std"]
+    return torch.stack([rnn, ngram, rnn * length, ngram * length, length], dim=1)
+
+
+STACKING_INPUTS = ("rnn", "ngram", "rnn_by_length", "ngram_by_length", "length")
+
+
+def fit_stacking(rnn_logits: torch.Tensor, ngram_scores: torch.Tensor,
+                 labels: torch.Tensor, l2: float = 1e-3) -> dict[str, float]:
+    """The stack's weights: a logistic regression on held-out texts (the validation split:
+    stacking on the training texts would trust the n-gram model's overfit scores there) over
+    the two logits and their products with the standardised log length (`scores`), so the
+    weight of each may change with the length. Six numbers from ~1,000 texts."""
+    rnn_logits, ngram_scores = rnn_logits.detach().cpu(), ngram_scores.detach().cpu()
+    log_length = ngram_scores[:, 1].double()
+    stacking = {"length_mean": log_length.mean().item(),
+                "length_std": max(log_length.std().item(), 1e-6) if len(log_length) > 1 else 1.0}
+    features = _stacking_design(rnn_logits, ngram_scores, stacking)
+    targets = labels.detach().double().cpu()
+    weight = torch.zeros(features.shape[1], dtype=torch.float64)
+    weight[:2] = 1.0
+    weight.requires_grad_(True)
     bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=100, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
 
     def objective() -> torch.Tensor:
         optimizer.zero_grad()
@@ -291,4 +325,15 @@ def fit_stacking(rnn_logits: torch.Tensor, ngram_logits: torch.Tensor,
 
     with torch.enable_grad():
         optimizer.step(objective)
-    return [*weight.detach().tolist(), bias.item()]
+    stacking.update(zip(STACKING_INPUTS, weight.detach().tolist(), strict=True))
+    stacking["bias"] = bias.item()
+    return stacking
+
+
+def stack(stacking: dict[str, float], rnn_logits: torch.Tensor,
+          ngram_scores: torch.Tensor) -> torch.Tensor:
+    """The stack's logits from the network's logits and the n-gram model's `scores`."""
+    weight = torch.tensor([stacking[k] for k in STACKING_INPUTS], dtype=torch.float64,
+                          device=rnn_logits.device)
+    design = _stacking_design(rnn_logits, ngram_scores.to(rnn_logits.device), stacking)
+    return (design @ weight + stacking["bias"]).to(rnn_logits.dtype)

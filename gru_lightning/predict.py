@@ -87,8 +87,8 @@ class SentimentClassifier:
             known_words.append(((ids != PAD_ID) & (ids != UNK_ID)).sum(dim=1))
             logits = self.model(ids.to(self.device))
             if self.model.ngram is not None:  # an n-gram model stacked on the network
-                ngram_logits = self.model.ngram.logits(chunk).to(self.device)
-                logits = self.model.stacked_logits(logits, ngram_logits)
+                scores = self.model.ngram.scores(chunk).to(self.device)
+                logits = self.model.stacked_logits(logits, scores)
             probabilities.append(self.model.probabilities(logits).float().cpu())
         return torch.cat(probabilities), torch.cat(known_words)
 

@@ -212,13 +212,16 @@ def _stack_ngram_model(ngram: NGramModel, datamodule: Any, model: Any) -> dict[s
                         path, type(error).__name__)
             fitted = fit()
     if ngram.folds:  # the network trains on top of the out-of-fold scores
-        datamodule.splits["train"].ngram_logits = fitted["train_logits"]
+        scores = ngram.scores(texts["train"])
+        scores[:, 0] = fitted["train_logits"]
+        datamodule.splits["train"].ngram_scores = scores
     metrics = {}
     for split in ("val", "test"):
-        logits = ngram.logits(texts[split])
-        datamodule.splits[split].ngram_logits = logits
+        scores = ngram.scores(texts[split])
+        datamodule.splits[split].ngram_scores = scores
         labels = datamodule.splits[split].labels.cpu()
-        metrics[f"ngram/{split}_acc"] = ((logits > 0).float() == labels).float().mean().item()
+        metrics[f"ngram/{split}_acc"] = ((scores[:, 0] > 0).float() == labels
+                                         ).float().mean().item()
     metrics["ngram/seconds"] = time.perf_counter() - start
     log.info("n-gram model alone: val accuracy %.4f, test accuracy %.4f (%.1f s, the "
              "stage in all)", metrics["ngram/val_acc"], metrics["ngram/test_acc"],

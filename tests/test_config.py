@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 
 from gru_lightning.train import CONFIG_DIR
 
-TARGET_CONFIGS = ["data=imdb", "data=hub", "data=files", "data=folder", "model=gru"]
+TARGET_CONFIGS = ["data=imdb", "data=hub", "data=files", "data=folder", "model=gru",
+                  "ngram=nbsvm"]
 # Set by train.py from the data, not by a config.
 FROM_THE_DATA = {"num_classes"}
 
@@ -67,6 +68,7 @@ def test_every_config_group_composes():
         for overrides in (["trainer=cpu"], ["trainer=gpu"], ["logger=csv"],
                           ["callbacks=early_stopping"], ["callbacks=ema"],
                           ["experiment=keras_seed"], ["experiment=best"],
+                          ["experiment=gru_nbsvm"],
                           ["experiment=ag_news"], ["data=hub"], ["data=files"],
                           ["data=folder"],
                           ["debug=fast_dev_run"]):
@@ -81,3 +83,7 @@ def test_every_config_group_composes():
         # The experiment swaps in the callbacks with the weight average, keeping the rest.
         assert {"ema", "model_checkpoint", "last_checkpoint"} <= set(best.callbacks)
         assert best.model.bidirectional and best.data.batch_size == 16
+        stacked = compose("train", overrides=["experiment=gru_nbsvm"])
+        assert stacked.ngram.max_n == 3 and stacked.ngram.folds == 0  # best's GRU, stacked
+        assert stacked.model == best.model and stacked.data == best.data
+        assert compose("train").get("ngram") is None  # no n-gram model by default

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gru_lightning.ngrams import NGramModel, fit_stacking
+from gru_lightning.ngrams import NGramModel, fit_stacking, stack
 from gru_lightning.predict import SentimentClassifier, main
 from gru_lightning.train import train
-from tests.conftest import synthetic_reviews
+from tests.conftest import compose_train_config, synthetic_reviews
 
 
 def _fitted(texts: list[str], labels: list[int], **settings) -> NGramModel:
@@ -79,14 +79,37 @@ def test_punctuation_marks_are_words_of_their_own():
         NGramModel(punctuation="ab")
 
 
+def _scores(logits: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    return torch.stack([logits, torch.log1p(words.float())], dim=1)
+
+
 def test_stacking_weighs_the_better_logit_more():
     torch.manual_seed(0)
     labels = torch.randint(0, 2, (1000,)).float()
     signal = (labels * 2 - 1) * 2
     strong = signal + torch.randn(1000)
     weak = signal + 4 * torch.randn(1000)
-    rnn_weight, ngram_weight, _ = fit_stacking(weak, strong, labels)
-    assert ngram_weight > rnn_weight > 0
+    stacking = fit_stacking(weak, _scores(strong, torch.full((1000,), 200)), labels)
+    assert stacking["ngram"] > stacking["rnn"] > 0
+
+
+def test_stacking_trusts_each_model_where_it_is_better():
+    # The "network" is right on short texts, the "n-gram model" on long ones (as the GRU
+    # reads the last maxlen words and the n-gram model all of them).
+    torch.manual_seed(0)
+    labels = torch.randint(0, 2, (2000,)).float()
+    signal = (labels * 2 - 1) * 2
+    words = torch.where(torch.arange(2000) % 2 == 0, 50, 1500)
+    long = words > 100
+    rnn = signal + torch.where(long, 6.0, 0.5) * torch.randn(2000)
+    ngram = signal + torch.where(long, 0.5, 6.0) * torch.randn(2000)
+    scores = _scores(ngram, words)
+    stacking = fit_stacking(rnn, scores, labels)
+    assert stacking["ngram_by_length"] > 0 > stacking["rnn_by_length"]
+    stacked = stack(stacking, rnn, scores)
+    plain = rnn + ngram
+    accuracy = lambda z: ((z > 0).float() == labels).float().mean()  # noqa: E731
+    assert accuracy(stacked) > accuracy(plain) + 0.05
 
 
 def test_stacked_run_through_hydra_then_predict(compose_train, capsys):
@@ -103,7 +126,8 @@ def test_stacked_run_through_hydra_then_predict(compose_train, capsys):
 
     checkpoint = run / "checkpoints" / "last.ckpt"
     classifier = SentimentClassifier.from_checkpoint(checkpoint)
-    assert classifier.model.ngram is not None and len(classifier.model.stacking) == 3
+    assert classifier.model.ngram is not None and set(classifier.model.stacking) >= {
+        "rnn", "ngram", "rnn_by_length", "ngram_by_length", "length", "bias"}
     reviews = ["great superb wonderful film", "awful boring terrible film"]
     assert [p.label for p in classifier.predict(reviews)] == ["pos", "neg"]
     # The stack, not the network alone: its probabilities differ from the GRU's.
@@ -173,3 +197,16 @@ def test_a_damaged_ngram_cache_is_refitted(compose_train, tmp_path, caplog):
 def test_ngram_stage_refuses_validation_on_the_test_split(compose_train):
     with pytest.raises(ValueError, match=re.escape("set data.val_size > 0")):
         train(compose_train("ngram=nbsvm", "data.val_size=0"))
+
+
+def test_ngram_stage_refuses_more_than_two_classes(tmp_path):
+    from tests.test_sources import topic_rows, write_table
+
+    rows = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(300, 0)]
+    csv = write_table(tmp_path / "topics.csv", rows)
+    cfg = compose_train_config(tmp_path, None, "data=files", f"data.train_file={csv}",
+                               "data.test_size=0.2", "data.val_size=0.1", "ngram=nbsvm")
+    message = "ngram=nbsvm takes two classes; the data has 3: money, space, sport"
+    with pytest.raises(ValueError, match=message):
+        train(cfg)
+    assert not list((tmp_path / "cache").glob("ngram-*"))  # nothing fitted
