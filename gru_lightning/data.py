@@ -372,8 +372,8 @@ class TextDataModule(L.LightningDataModule):
         # The texts of each split (after the checks and hold-outs) in a file of their own,
         # read only by the stages that need them (the n-gram model), first: the tensors'
         # file is what says the entry is complete.
-        _save_atomically({"texts": data.pop("texts")}, self._texts_path(path))
-        _save_atomically(data, path)
+        save_atomically({"texts": data.pop("texts")}, self._texts_path(path))
+        save_atomically(data, path)
         log.info("Cached the tokenized data to %s", path)
 
     @staticmethod
@@ -447,7 +447,7 @@ class TextDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
 
-def _save_atomically(data: Any, path: Path) -> None:
+def save_atomically(data: Any, path: Path) -> None:
     """Write then rename: a crash never leaves a half-written file behind."""
     partial = path.with_suffix(f".{os.getpid()}.partial")
     torch.save(data, partial)

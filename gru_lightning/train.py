@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shlex
 import signal
 import sys
@@ -37,7 +36,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import gru_lightning.sweep  # noqa: F401  registers ${swept_overrides:...} for job folder names
-from gru_lightning.data import DataError, DatasetUnavailableError
+from gru_lightning.data import DataError, DatasetUnavailableError, save_atomically
 from gru_lightning.faults import DivergedError, InterruptCheckpoint
 from gru_lightning.model import CheckpointError, read_checkpoint
 from gru_lightning.ngrams import FORMAT_VERSION as NGRAM_FORMAT
@@ -194,9 +193,7 @@ def _stack_ngram_model(ngram: NGramModel, datamodule: Any, model: Any) -> dict[s
         if ngram.folds:
             fitted["train_logits"] = ngram.out_of_fold_logits(
                 texts["train"], train_labels, ngram.folds, seed=datamodule.split_seed)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        torch.save(fitted, partial)
-        os.replace(partial, path)  # whole or not at all, as the checkpoints
+        save_atomically(fitted, path)
         log.info("Cached the n-gram model to %s", path)
         return fitted
 
