@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from functools import cache
 from typing import Any
 
 import lightning as L
@@ -23,6 +24,7 @@ from lightning.pytorch.callbacks import Callback
 log = logging.getLogger(__name__)
 
 
+@cache
 def _malloc_trim() -> Any:
     """glibc's `malloc_trim`, or None where the C library has none (musl, macOS)."""
     try:
@@ -46,13 +48,15 @@ class TrimMemory(Callback):
                 or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps!r}")
         self.every_n_steps = every_n_steps
-        self._trim = _malloc_trim()
-        if self._trim is None:
+        # Looked up at each call, not kept: the callback must pickle (DDP spawn), and a
+        # ctypes function does not.
+        if _malloc_trim() is None:
             log.info("No malloc_trim in this C library: freed memory is left to it")
 
     def trim(self) -> None:
-        if self._trim is not None:
-            self._trim(0)
+        trim = _malloc_trim()
+        if trim is not None:
+            trim(0)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -8,10 +8,10 @@ from gru_lightning import memory
 from gru_lightning.memory import TrimMemory
 
 
-def test_trims_every_n_steps_and_after_each_validation():
-    callback = TrimMemory(every_n_steps=10)
+def test_trims_every_n_steps_and_after_each_validation(monkeypatch):
     calls = []
-    callback._trim = calls.append
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: calls.append)
+    callback = TrimMemory(every_n_steps=10)
     for batch_idx in range(35):
         callback.on_train_batch_end(None, None, None, None, batch_idx)
     assert calls == [0, 0, 0]  # after steps 10, 20, 30; malloc_trim(0)
@@ -32,6 +32,14 @@ def test_the_real_malloc_trim_is_found_here():
     # glibc on the machines this project runs on; returns 1 when it released memory, else 0.
     trim = memory._malloc_trim()
     assert trim is not None and trim(0) in (0, 1)
+
+
+def test_the_callback_pickles_for_ddp_spawn():
+    import pickle
+
+    callback = pickle.loads(pickle.dumps(TrimMemory(every_n_steps=7)))
+    assert callback.every_n_steps == 7
+    callback.trim()
 
 
 def test_bad_interval_is_a_clear_error():

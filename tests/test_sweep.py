@@ -49,7 +49,9 @@ def test_sweep_over_hidden_size(tmp_path, parquet_copy):
     # Tokenized once for the whole sweep: the second job found the first job's cache.
     assert result.stdout.count("skipping tokenization") + result.stderr.count(
         "skipping tokenization") >= 1
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    # One cache entry: the tensors, and the split texts beside them.
+    assert len(list((tmp_path / "cache").glob("*-texts.pt"))) == 1
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
     rows = report_rows(sweep)
     assert [r["overrides"] for r in rows] == ["model.hidden_size=8", "model.hidden_size=16"]
     assert all(r["status"] == "completed" and float(r["test_acc"]) > 0.5 for r in rows)
