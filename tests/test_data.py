@@ -362,3 +362,22 @@ def test_the_compiled_word_ids_match_tokenizers(monkeypatch, punctuation, paddin
     assert fast.tokenizer.to_str() == slow.tokenizer.to_str()
     assert torch.equal(fast.encode(texts), slow.encode(texts))
     assert torch.equal(fast.encode(texts), slow._encode_with_tokenizers(texts))
+
+
+def test_split_texts_match_the_tensors_and_survive_a_cache_without_them(tmp_path,
+                                                                        parquet_copy, caplog):
+    dm = make_datamodule(tmp_path, parquet_copy)
+    dm.prepare_data()
+    dm.setup("fit")
+    texts = dm.split_texts()
+    assert {s: len(t) for s, t in texts.items()} == {"train": 500, "val": 100, "test": 200}
+    for split in ("train", "val", "test"):  # the same texts, in the order of the tensors
+        assert torch.equal(dm.text_encoder.encode(texts[split]).to(torch.int32),
+                           dm.splits[split].ids)
+    # A cache entry from an earlier release has the tensors only: read and tokenized again.
+    (texts_file,) = (tmp_path / "cache").glob("*-texts.pt")
+    texts_file.unlink()
+    with caplog.at_level(logging.WARNING):
+        again = make_datamodule(tmp_path, parquet_copy).split_texts()
+    assert "cached texts" in caplog.text and again == texts
+    assert texts_file.exists()
