@@ -128,10 +128,11 @@ class SentimentRNN(TextRNN, L.LightningModule):
                 batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Loss and probabilities of a batch, accumulated into the stage's epoch metrics.
 
-        A batch with n-gram logits (the n-gram stage ran): training fits the network on top
-        of the n-gram model's out-of-fold scores (`ngram.folds`; without them the training
-        batches carry none and the network trains alone); validation keeps both logits to
-        fit the stacking weights at its end; testing scores the stack."""
+        A batch with n-gram scores (the n-gram stage ran): training fits the network on top
+        of the n-gram model's out-of-fold logits (`ngram.folds`; without them the training
+        batches carry none and the network trains alone); validation keeps the network's
+        logits and the scores to fit the stacking weights at its end; testing scores the
+        stack."""
         ids, labels, *ngram_scores = batch  # scores: [batch, 2], see NGramModel.scores
         logits = self(ids)
         if ngram_scores and stage == "train":
@@ -181,7 +182,7 @@ class SentimentRNN(TextRNN, L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         stacked = {}
         if self._val_logits:
-            # All processes' texts (DDP), so every process fits the same three weights.
+            # All processes' texts (DDP), so every process fits the same stacking weights.
             rnn, ngram, labels = (self.all_gather(torch.cat(t)).reshape(-1, *t[0].shape[1:])
                                   for t in zip(*self._val_logits, strict=True))
             self._val_logits.clear()
