@@ -168,7 +168,7 @@ class NGramModel:
         labels = _binary_labels(texts, labels)
         start = time.perf_counter()
         ids, offsets = self.bags(texts)
-        lengths = torch.diff(offsets, append=torch.tensor([len(ids)]))
+        lengths = _bag_sizes(ids, offsets)
         generator = torch.Generator().manual_seed(seed)
         fold_of = torch.randperm(len(texts), generator=generator) % folds
         scores = torch.empty(len(texts))
@@ -187,7 +187,7 @@ class NGramModel:
         """The NB ratios of these texts' n-grams, then the logistic regression's weights by
         L-BFGS; the ratios are folded into the returned weights."""
         size = 1 << self.buckets_log2
-        per_text = torch.diff(offsets, append=torch.tensor([len(ids)]))
+        per_text = _bag_sizes(ids, offsets)
         positive = torch.repeat_interleave(labels.bool(), per_text)
         in_pos = torch.bincount(ids[positive], minlength=size).double() + 1.0
         in_neg = torch.bincount(ids[~positive], minlength=size).double() + 1.0
@@ -276,6 +276,11 @@ def _binary_labels(texts: Sequence[str], labels: torch.Tensor) -> torch.Tensor:
     if not ((labels == 0) | (labels == 1)).all() or labels.min() == labels.max():
         raise ValueError("the n-gram model needs labels 0 and 1, both present")
     return labels
+
+
+def _bag_sizes(ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """How many ids each bag of (ids, offsets) holds."""
+    return torch.diff(offsets, append=torch.tensor([len(ids)]))
 
 
 def _rows(ids: torch.Tensor, lengths: torch.Tensor,
