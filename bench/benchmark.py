@@ -1,25 +1,36 @@
-"""Speed of this project against a hand-written PyTorch loop, in one process on one machine.
+"""Speed of this project against a hand-written PyTorch loop and the Keras notebook, in one
+run on one machine.
 
     python bench/benchmark.py data.local_path=../shared/data/imdb experiment=keras_seed
     python bench/benchmark.py data.local_path=../shared/data/imdb --scaling   # + scaling table
 
 Any `train.py` override works. Reports, for that config:
-- data preparation: cold (tokenize into an empty cache) and cached (load the cache);
+- data preparation: cold (read and tokenize the 50,000 reviews into an empty cache) and
+  cached (load the cache);
 - one epoch of exactly what `python train.py` runs (its callbacks, logger, metrics,
   validation) against a plain hand-written loop of the same model (PyTorch's nn.GRU and
-  default Adam, `randperm` slices of the same tensors, then the same validation), and the
-  same hand loop with the project's fused GRU kernel; alternating, best of REPEATS each;
+  default Adam, `randperm` slices of the same tensors, then the same validation), the same
+  hand loop with the project's fused GRU kernel (the difference to the project is what
+  Lightning and the project's callbacks cost), and, where TensorFlow is installed
+  (`pip install -e ".[keras]"`), the Keras notebook's model on the same token ids
+  (bench/keras_notebook.py, its own process, its second epoch: the first one includes
+  TensorFlow's tracing); alternating, best of REPEATS each;
 - inference reviews/s: text to probability through `SentimentClassifier`, and ids to
   probability through the model alone;
-- the process's peak memory;
+- `python train.py <overrides> trainer.max_epochs=1` as a user runs it: its peak RSS, then
+  the prediction command (`python -m gru_lightning.predict`) on its checkpoint over the
+  test reviews, start-up included;
+- the issue-12 targets against these figures;
 - with --scaling, training samples/s against batch size, hidden size and maxlen.
 Writes bench/results/benchmark-<experiment>.{json,md}.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,17 +38,22 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
+from memory import train_run
 from omegaconf import DictConfig
+from predict_speed import predict_command
 
 from gru_lightning import train as entry
 from gru_lightning.model import SentimentRNN
 from gru_lightning.predict import SentimentClassifier
 from gru_lightning.sources import IMDBDataModule
 
-RESULTS = Path(__file__).resolve().parent / "results"
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
 REPEATS = 3
+KERAS_EPOCHS = 2  # the second one is timed: the first includes TensorFlow's tracing
 
 
 def bench_config(overrides: list[str], output_dir: str) -> DictConfig:
@@ -127,6 +143,41 @@ def project_epoch(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
             "val_acc": float(trainer.callback_metrics["val/acc"])}
 
 
+def keras_installed() -> bool:
+    return all(importlib.util.find_spec(name) for name in ("tensorflow", "keras"))
+
+
+def write_keras_arrays(data: IMDBDataModule, path: Path) -> None:
+    """The project's token ids and labels for bench/keras_notebook.py."""
+    train, val = data.splits["train"], data.splits["val"]
+    np.savez(path, x_train=train.ids.numpy().astype(np.int32), y_train=train.labels.numpy(),
+             x_val=val.ids.numpy().astype(np.int32), y_val=val.labels.numpy())
+
+
+def keras_epoch(arrays: Path, cfg: DictConfig) -> dict[str, float]:
+    """The Keras notebook's model in its own process; its last (warm) epoch's seconds."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "keras_notebook.py"), str(arrays), "--epochs",
+         str(KERAS_EPOCHS), "--batch-size", str(cfg.data.batch_size), "--max-features",
+         str(cfg.data.max_features), "--seed", str(cfg.seed)],
+        capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"bench/keras_notebook.py failed:\n{result.stderr[-2000:]}")
+    report = json.loads(result.stdout.splitlines()[-1])
+    return {**report["epochs"][-1], "first_epoch_s": report["epochs"][0]["epoch_s"],
+            "tensorflow": report["tensorflow"], "parameters": report["parameters"]}
+
+
+def user_run(overrides: list[str], output_dir: str,
+             test_parquet: Path | None) -> dict[str, Any]:
+    """`python train.py <overrides> trainer.max_epochs=1` (1 epoch + test) as a user runs it,
+    then the prediction command on its checkpoint over the test reviews."""
+    run = {"train": train_run(overrides, output_dir)}
+    if test_parquet is not None and test_parquet.is_file():
+        run["predict"] = predict_command(output_dir, str(test_parquet))
+    return run
+
+
 def inference(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
     model = instantiate(cfg.model)
     model.text_encoder = data.text_encoder
@@ -179,29 +230,73 @@ def scaling() -> list[dict[str, Any]]:
     return rows
 
 
+def targets(report: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """(figure, measured, target, met) for issue 12's goals; met is None where not measured."""
+    best, prep, inf = report["best"], report["data_preparation"], report["inference"]
+    hand, project = best["hand_loop_fused_gru"], best["project"]
+    rows: list[tuple[str, str, str, bool | None]] = [
+        ("data preparation, cold (read + tokenize 50,000 reviews + cache)",
+         f"{prep['cold_s']:.1f} s", "<= 4 s", prep["cold_s"] <= 4),
+        ("inference from text (`SentimentClassifier.predict_proba`)",
+         f"{inf['text_reviews_per_s']:,.0f} reviews/s", ">= 10,000 reviews/s",
+         inf["text_reviews_per_s"] >= 10_000),
+    ]
+    predict = report["user_run"].get("predict")
+    rows.append(("prediction command on the test reviews, start-up included",
+                 f"{predict['seconds']:.1f} s ({predict['reviews']:,})" if predict else "-",
+                 "<= 5 s", predict["seconds"] <= 5 if predict else None))
+    for part in ("train", "val"):
+        ratio = project[f"{part}_s"] / hand[f"{part}_s"]
+        rows.append((f"Lightning's share, {part} (project / hand loop, same kernel)",
+                     f"{ratio:.3f}x", "<= 1.05x", ratio <= 1.05))
+    keras = best.get("keras_notebook")
+    ratio = project["epoch_s"] / keras["epoch_s"] if keras else None
+    rows.append(("epoch, project / Keras notebook (same run)",
+                 f"{ratio:.3f}x" if ratio else "TensorFlow not installed", "<= 0.5x",
+                 ratio <= 0.5 if ratio else None))
+    rss = report["user_run"]["train"]["peak_rss_mb"]
+    rows.append(("peak RSS of `python train.py` (1 epoch + test)", f"{rss:,.0f} MB", "<= 1 GB",
+                 rss <= 1024))
+    rows.append(("GPU epoch, samples/s, accuracy (`bash bench/gpu_check.sh`)",
+                 "no GPU here" if not torch.cuda.is_available() else "run bench/gpu_check.sh",
+                 "figures in README", None))
+    return rows
+
+
 def markdown(report: dict[str, Any]) -> str:
     best, n_train = report["best"], report["train_reviews"]
     lines = [
         f"`python bench/benchmark.py {' '.join(report['command'])}`", "",
-        f"torch {report['torch']}, {report['threads']} threads; {n_train:,} training reviews, "
-        f"validation on {report['val_reviews']:,}, batch {report['batch_size']}", "",
+        f"torch {report['torch']}, {report['threads']} threads"
+        + (f", TensorFlow {report['tensorflow']}" if report.get("tensorflow") else "")
+        + f"; {n_train:,} training reviews, validation on {report['val_reviews']:,}, batch "
+        f"{report['batch_size']}; best of {REPEATS} alternating repeats each", "",
         "| | epoch s (train + val) | train s | val s | train samples/s | val acc |",
         "|---|---|---|---|---|---|",
     ]
     for name, r in best.items():
         lines.append(f"| {name} | {r['epoch_s']:.2f} | {r['train_s']:.2f} | {r['val_s']:.2f} | "
                      f"{n_train / r['train_s']:,.0f} | {r['val_acc']:.4f} |")
-    prep, inf = report["data_preparation"], report["inference"]
+    if "keras_notebook" in best:
+        lines += ["", f"keras_notebook: epoch {KERAS_EPOCHS} of {KERAS_EPOCHS} (its first, with "
+                  f"TensorFlow's tracing: {best['keras_notebook']['first_epoch_s']:.2f} s); "
+                  "validation at Keras' default batch, 64"]
+    prep, inf, user = report["data_preparation"], report["inference"], report["user_run"]
     lines += [
-        "", f"project / hand loop, epoch: **{report['project_over_hand_loop']:.3f}** "
-        f"(best of {REPEATS} each, alternating); project / hand loop with the fused GRU "
-        f"(Lightning's overhead): {report['project_over_hand_loop_fused_gru']:.3f}", "",
+        "", f"project / hand loop, epoch: **{report['project_over_hand_loop']:.3f}**; "
+        f"project / hand loop with the fused GRU (Lightning's share): "
+        f"{report['project_over_hand_loop_fused_gru']:.3f}", "",
         "| data prep cold s | data prep cached s | inference reviews/s (text) | "
-        "inference reviews/s (ids) | peak memory MB |",
-        "|---|---|---|---|---|",
+        "inference reviews/s (ids) | train.py peak RSS MB | this process's peak MB |",
+        "|---|---|---|---|---|---|",
         f"| {prep['cold_s']:.1f} | {prep['cached_s']:.2f} | {inf['text_reviews_per_s']:,.0f} | "
-        f"{inf['ids_reviews_per_s']:,.0f} | {report['peak_memory_mb']:,.0f} |",
+        f"{inf['ids_reviews_per_s']:,.0f} | {user['train']['peak_rss_mb']:,.0f} | "
+        f"{report['peak_memory_mb']:,.0f} |",
+        "", "Targets (issue 12):", "", "| figure | measured | target | met |", "|---|---|---|---|",
     ]
+    for figure, measured, target, met in targets(report):
+        mark = "-" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {figure} | {measured} | {target} | {mark} |")
     if report.get("scaling"):
         lines += ["", "Training samples/s (forward, backward, optimizer; random ids):", "",
                   "| batch | hidden | maxlen | samples/s |", "|---|---|---|---|"]
@@ -216,24 +311,36 @@ def main(argv: list[str]) -> None:
         cfg = bench_config(overrides, tmp)
         data, prep = data_preparation(cfg, cache=f"{tmp}/cache")
         print(f"data preparation: cold {prep['cold_s']:.1f} s, cached {prep['cached_s']:.2f} s")
-        runs: dict[str, list[dict[str, float]]] = {
-            "hand_loop": [], "hand_loop_fused_gru": [], "project": []}
-        for repeat in range(REPEATS):  # alternate, so drift on the machine hits all three
+        sides = ["hand_loop", "hand_loop_fused_gru", "project"]
+        if keras_installed():
+            sides.append("keras_notebook")
+            arrays = Path(tmp) / "keras.npz"
+            write_keras_arrays(data, arrays)
+        else:
+            print("TensorFlow is not installed: no Keras side (pip install -e '.[keras]')")
+        runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+        for repeat in range(REPEATS):  # alternate, so drift on the machine hits every side
             runs["hand_loop"].append(hand_loop_epoch(cfg, data))
             runs["hand_loop_fused_gru"].append(hand_loop_epoch(cfg, data, fused_gru=True))
             runs["project"].append(project_epoch(cfg, data))
+            if "keras_notebook" in runs:
+                runs["keras_notebook"].append(keras_epoch(arrays, cfg))
             print(f"repeat {repeat}: " + ", ".join(
                 f"{name} {r[-1]['epoch_s']:.2f} s" for name, r in runs.items()), flush=True)
         inf = inference(cfg, data)
+        local = cfg.data.get("local_path")
+        user = user_run(overrides, f"{tmp}/user_run",
+                        Path(local) / "test.parquet" if local else None)
     best = {name: min(r, key=lambda x: x["epoch_s"]) for name, r in runs.items()}
     report = {
         "command": argv, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "tensorflow": best.get("keras_notebook", {}).get("tensorflow"),
         "train_reviews": len(data.splits["train"]), "val_reviews": len(data.splits["val"]),
         "batch_size": data.batch_size, "data_preparation": prep, "runs": runs, "best": best,
         "project_over_hand_loop": best["project"]["epoch_s"] / best["hand_loop"]["epoch_s"],
         "project_over_hand_loop_fused_gru":
             best["project"]["epoch_s"] / best["hand_loop_fused_gru"]["epoch_s"],
-        "inference": inf, "peak_memory_mb": peak_memory_mb(),
+        "inference": inf, "user_run": user, "peak_memory_mb": peak_memory_mb(),
         "scaling": scaling() if "--scaling" in argv else None,
     }
     table = markdown(report)

@@ -24,7 +24,9 @@ RESULTS = ROOT / "bench" / "results"
 SIDES = {"without trim_memory": ["callbacks.trim_memory=null"], "with trim_memory (default)": []}
 
 
-def run(overrides: list[str], output_dir: str) -> dict[str, float]:
+def train_run(overrides: list[str], output_dir: str) -> dict[str, float]:
+    """`python train.py <overrides>` for 1 epoch + test in a subprocess: its peak RSS (the
+    kernel's account, `wait4`), seconds per epoch and test accuracy."""
     command = [sys.executable, "train.py", *overrides, "trainer.max_epochs=1",
                f"hydra.run.dir={output_dir}", "callbacks.progress_bar=null"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -46,7 +48,7 @@ def main(argv: list[str]) -> None:
         for repeat in range(repeats):
             for side, extra in SIDES.items():
                 output_dir = f"{scratch}/{side.split()[0]}-{repeat}"
-                runs[side].append(run([*overrides, *extra], output_dir))
+                runs[side].append(train_run([*overrides, *extra], output_dir))
                 print(side, runs[side][-1], flush=True)
     command = "python bench/memory.py " + " ".join(argv)
     lines = [f"`{command}`", "", f"1 epoch + test, {repeats} alternating repeats per side; "

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
@@ -22,7 +23,9 @@ import yaml
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main(run_dir: str, test_parquet: str) -> None:
+def predict_command(run_dir: str, test_parquet: str) -> dict[str, Any]:
+    """The prediction command over the test reviews (JSON lines in, JSON lines out), timed
+    whole: start-up, reading, tokenizing, the model, writing."""
     run = Path(run_dir)
     # The weights trainer.test used: the best checkpoint, or last.ckpt with test_weights=last.
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -45,16 +48,22 @@ def main(run_dir: str, test_parquet: str) -> None:
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     correct = sum(row["label"] == ("pos" if r["label"] else "neg")
                   for row, r in zip(rows, table, strict=True))
-    report = {
+    return {
         "checkpoint": str(best[0]), "reviews": len(rows), "seconds": seconds,
         "reviews_per_s": len(rows) / seconds, "command_accuracy": correct / len(rows),
         "trainer_test_accuracy": json.loads((run / "metrics.json").read_text())["test/acc"],
     }
+
+
+def main(run_dir: str, test_parquet: str) -> None:
+    report = predict_command(run_dir, test_parquet)
+    rows = report["reviews"]
+    seconds = report["seconds"]
     lines = [
         f"`python bench/predict_speed.py {run_dir} {test_parquet}`", "",
         "| reviews | command s | reviews/s | command accuracy | trainer.test accuracy |",
         "|---|---|---|---|---|",
-        f"| {len(rows):,} | {seconds:.1f} | {report['reviews_per_s']:,.0f} | "
+        f"| {rows:,} | {seconds:.1f} | {report['reviews_per_s']:,.0f} | "
         f"{report['command_accuracy']:.4f} | {report['trainer_test_accuracy']:.4f} |",
     ]
     print("\n".join(lines))

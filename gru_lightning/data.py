@@ -22,7 +22,7 @@ import lightning as L
 import tokenizers
 import torch
 from filelock import FileLock
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from gru_lightning.preprocessing import FORMAT_VERSION, Side, TextEncoder, check_side
 
@@ -159,6 +159,19 @@ class TensorBatchDataset(Dataset):
 
 def _batch_as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
+
+
+class SliceBatchSampler(BatchSampler):
+    """BatchSampler's batches, in the same order, as slices of one index tensor drawn from
+    the sampler once per epoch: not a list of ints built one at a time for every batch
+    (~0.1 ms a batch on a 2-core CPU, more than the gather itself). Lightning rebuilds it
+    around a DistributedSampler under DDP, as it does a BatchSampler."""
+
+    def __iter__(self) -> Any:
+        order = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        for start in range(0, stop, self.batch_size):
+            yield order[start : start + self.batch_size]
 
 
 
@@ -434,7 +447,9 @@ class TextDataModule(L.LightningDataModule):
     # ---- batches --------------------------------------------------------------------------
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle,
+        dataset = self.splits[split]
+        sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        return DataLoader(dataset, batch_sampler=SliceBatchSampler(sampler, batch_size, False),
                           collate_fn=_batch_as_is)
 
     def train_dataloader(self) -> DataLoader:

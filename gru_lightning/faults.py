@@ -8,6 +8,7 @@ written whole or not at all, so a run killed at any moment leaves its earlier on
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,10 @@ class StopOnNonFiniteLoss(L.Callback):
         on_cpu = loss.device.type == "cpu"
         if not on_cpu and trainer.global_step % self.check_every_n_steps:
             return
-        if not torch.isfinite(loss).all():
+        # On the CPU, .item() costs ~0.3 us, torch.isfinite(...).all() ~10 us.
+        finite = math.isfinite(loss.item()) if on_cpu and loss.numel() == 1 \
+            else bool(torch.isfinite(loss).all())
+        if not finite:
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
             raise DivergedError(
                 f"the training loss is {loss.item()} at step {trainer.global_step} (epoch "

@@ -3,11 +3,14 @@
 A training step allocates and frees buffers of a few MB (activations kept for the backward
 pass, the GRU kernel's gates). glibc serves the first ones with mmap and returns them on
 free, but each such free raises its dynamic mmap threshold, so from then on buffers of that
-size come from the heap, where the freed ones stay mapped in fragments: a 1.3M-parameter
-model's process grew from 0.5 to 2.2 GB of RSS over its first epoch (issue 12). Fixing the
-threshold (`MALLOC_MMAP_THRESHOLD_`) keeps it at 0.5 GB but maps and faults every buffer in
-again at every step, 1.8x slower. `malloc_trim(0)` every few steps gives the free pages
-back (MADV_DONTNEED, within the heap too) and leaves the threshold alone.
+size come from the heap, where freed ones stay mapped when anything long-lived sits between
+them. The metrics' per-step tensors did (the model now keeps its epoch's outputs in one
+tensor: the seed config stays at ~0.55 GB without trimming, issue 12); the n-gram stage and
+long reviews (experiment=gru_nbsvm: 2.5 GB, 1.6 GB with trimming) still leave such holes.
+Fixing the threshold (`MALLOC_MMAP_THRESHOLD_`) maps and faults every buffer in again at
+every step, 1.8x slower. `malloc_trim(0)` gives the free pages back (MADV_DONTNEED, within
+the heap too) and leaves the threshold alone; it costs ~20 ms, so it runs only when the
+process has grown since the last trim.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger(__name__)
+
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4 / 1024
 
 
 @cache
@@ -34,20 +41,34 @@ def _malloc_trim() -> Any:
         return None
 
 
+def rss_mb() -> float | None:
+    """This process's resident memory in MB, or None where `/proc` is not readable."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE_MB
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class TrimMemory(Callback):
-    """Calls glibc's `malloc_trim(0)` every `every_n_steps` training, validation and test
-    batches, and after each validation; nothing where the C library has no `malloc_trim`.
+    """Every `every_n_steps` training, validation and test batches, and after each
+    validation, calls glibc's `malloc_trim(0)` if the process's RSS grew by `min_growth_mb`
+    since the last trim (always, where RSS is not readable); nothing where the C library has
+    no `malloc_trim`.
 
     Args:
-        every_n_steps: training steps between two trims (each costs well under a ms when
-            little is free, a few ms after a validation).
+        every_n_steps: batches between two looks at the RSS (~15 us each).
+        min_growth_mb: growth that makes a trim worth its ~20 ms.
     """
 
-    def __init__(self, every_n_steps: int = 50) -> None:
+    def __init__(self, every_n_steps: int = 50, min_growth_mb: float = 64) -> None:
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) \
                 or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps!r}")
+        if not min_growth_mb >= 0:
+            raise ValueError(f"min_growth_mb must be >= 0, got {min_growth_mb!r}")
         self.every_n_steps = every_n_steps
+        self.min_growth_mb = min_growth_mb
+        self._after_trim_mb: float | None = None  # RSS after the last trim
         # Looked up at each call, not kept: the callback must pickle (DDP spawn), and a
         # ctypes function does not.
         if _malloc_trim() is None:
@@ -55,8 +76,14 @@ class TrimMemory(Callback):
 
     def trim(self) -> None:
         trim = _malloc_trim()
-        if trim is not None:
-            trim(0)
+        if trim is None:
+            return
+        now = rss_mb()
+        if now is not None and self._after_trim_mb is not None \
+                and now < self._after_trim_mb + self.min_growth_mb:
+            return
+        trim(0)
+        self._after_trim_mb = rss_mb()
 
     def _after_batch(self, batch_idx: int) -> None:
         if (batch_idx + 1) % self.every_n_steps == 0:

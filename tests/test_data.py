@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
-from gru_lightning.data import DataError, DatasetUnavailableError
+from gru_lightning.data import DataError, DatasetUnavailableError, SliceBatchSampler
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder, build_tokenizer
 from gru_lightning.sources import IMDBDataModule
 from tests.conftest import write_parquet_copy
@@ -381,3 +382,16 @@ def test_split_texts_match_the_tensors_and_survive_a_cache_without_them(tmp_path
         again = make_datamodule(tmp_path, parquet_copy).split_texts()
     assert "cached texts" in caplog.text and again == texts
     assert texts_file.exists()
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_slice_batch_sampler_gives_batch_samplers_batches(drop_last):
+    """The same batches in the same order as torch's BatchSampler (so a seed gives the same
+    run as before), as index tensors."""
+    dataset = range(203)
+    torch.manual_seed(3)
+    expected = list(BatchSampler(RandomSampler(dataset), 64, drop_last))
+    torch.manual_seed(3)
+    batches = list(SliceBatchSampler(RandomSampler(dataset), 64, drop_last))
+    assert [b.tolist() for b in batches] == expected
+    assert len(batches) == len(SliceBatchSampler(SequentialSampler(dataset), 64, drop_last))

@@ -1,4 +1,5 @@
-"""TrimMemory: when it hands freed memory back, and that it is harmless without glibc."""
+"""TrimMemory: when it hands freed memory back (the process grew), and that it is harmless
+without glibc."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from gru_lightning import memory
 from gru_lightning.memory import TrimMemory
 
 
-def test_trims_every_n_steps_and_after_each_validation(monkeypatch):
+def test_trims_every_n_steps_and_after_each_validation_where_rss_is_unknown(monkeypatch):
     calls = []
     monkeypatch.setattr(memory, "_malloc_trim", lambda: calls.append)
+    monkeypatch.setattr(memory, "rss_mb", lambda: None)
     callback = TrimMemory(every_n_steps=10)
     for batch_idx in range(35):
         callback.on_train_batch_end(None, None, None, None, batch_idx)
@@ -19,6 +21,26 @@ def test_trims_every_n_steps_and_after_each_validation(monkeypatch):
         callback.on_validation_batch_end(None, None, None, None, batch_idx)
     callback.on_validation_end(None, None)
     assert len(calls) == 5
+
+
+def test_trims_only_when_the_process_grew_since_the_last_trim(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: calls.append)
+    # RSS read before each decision and after each trim.
+    readings = iter([500, 450,   # first look: trim, down to 450
+                     480,        # +30 MB: left alone
+                     520, 460,   # +70 MB: trim
+                     470])       # after validation: +10 MB, left alone
+    monkeypatch.setattr(memory, "rss_mb", lambda: next(readings))
+    callback = TrimMemory(every_n_steps=10, min_growth_mb=64)
+    for batch_idx in range(30):
+        callback.on_train_batch_end(None, None, None, None, batch_idx)
+    callback.on_validation_end(None, None)
+    assert calls == [0, 0]
+
+
+def test_rss_is_read_here():
+    assert 10 < memory.rss_mb() < 100_000
 
 
 def test_a_c_library_without_malloc_trim_is_left_alone(monkeypatch):
@@ -45,3 +67,5 @@ def test_the_callback_pickles_for_ddp_spawn():
 def test_bad_interval_is_a_clear_error():
     with pytest.raises(ValueError, match="every_n_steps must be a positive integer"):
         TrimMemory(every_n_steps=0)
+    with pytest.raises(ValueError, match="min_growth_mb must be >= 0"):
+        TrimMemory(min_growth_mb=-1)

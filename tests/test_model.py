@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gru_lightning.model import SentimentRNN
+from gru_lightning.model import EpochRows, SentimentRNN
 from gru_lightning.preprocessing import PAD_ID, UNK_ID
 
 
@@ -141,3 +141,38 @@ def test_word_dropout_replaces_words_not_padding_in_training_only():
     model.eval()
     model(ids)
     assert torch.equal(seen["ids"], ids)
+
+
+def test_epoch_rows_grow_and_start_over():
+    rows = EpochRows()
+    batches = [torch.randn(n, 3) for n in (700, 700, 5)]  # past the first capacity
+    for batch in batches:
+        rows.add(batch)
+    assert torch.equal(rows.take(), torch.cat(batches))
+    rows.add(batches[2])
+    assert torch.equal(rows.take(), batches[2])
+    assert len(EpochRows().take()) == 0
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_epoch_metrics_match_torchmetrics_over_the_batches(num_classes):
+    """One update per epoch from the kept rows gives what a per-step update gave: accuracy,
+    F1, AUROC and the sample-weighted mean of the batch losses."""
+    torch.manual_seed(0)
+    model = SentimentRNN(num_classes=num_classes)
+    reference = model.val_metrics.clone()
+    losses, sizes = [], []
+    for n in (64, 64, 17):
+        logits = torch.randn(n) if num_classes == 2 else torch.randn(n, num_classes)
+        labels = torch.randint(0, num_classes, (n,))
+        labels = labels.float() if num_classes == 2 else labels
+        loss, probs, _ = model._accumulate("val", logits, labels)
+        reference.update(probs, labels.long())
+        losses.append(float(loss))
+        sizes.append(n)
+    values = model._epoch_values("val")
+    for name, value in reference.compute().items():
+        assert torch.allclose(values[name], value), name
+    mean_loss = sum(loss * n for loss, n in zip(losses, sizes, strict=True)) / sum(sizes)
+    assert values["val/loss"].item() == pytest.approx(mean_loss, rel=1e-6)
+    assert model._rows["val"].count == 0
