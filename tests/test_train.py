@@ -265,3 +265,29 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(compose_
     best = [p.name for p in checkpoints.iterdir() if p.name != "last.ckpt"]
     assert len(best) == 1 and best[0].startswith("epoch00-")
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+def test_tensorboard_logging_never_imports_tensorflow(tmp_path):
+    """Where TensorFlow is installed, TensorBoard's writer would import it (+0.5 GB RSS per
+    run); train.py makes it use its stub. A fake `tensorflow` on the path leaves a mark."""
+    fake = tmp_path / "site" / "tensorflow"
+    fake.mkdir(parents=True)
+    mark = tmp_path / "imported"
+    (fake / "__init__.py").write_text(f"open({str(mark)!r}, 'w').close()\n")
+    script = (
+        "import gru_lightning.train\n"
+        "from lightning.pytorch.loggers import TensorBoardLogger\n"
+        f"logger = TensorBoardLogger({str(tmp_path / 'tb')!r})\n"
+        "logger.log_metrics({'val/acc': 0.5}, step=1)\n"
+        "logger.log_hyperparams({'lr': 0.001}, {'hp/val_acc': 0.5})\n"
+        "logger.finalize('success')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path / "site"), str(Path(__file__).resolve().parents[1])])}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*")), "nothing was logged"
+    assert not mark.exists(), "TensorBoard imported tensorflow"
+    # Without train.py's marker, TensorBoard's lookup takes the fake: the test sees what it
+    # guards against.
+    lookup = "from tensorboard.compat import tf; getattr(tf, 'io', None)"
+    subprocess.run([sys.executable, "-c", lookup], env=env, check=True, capture_output=True)
+    assert mark.exists()
