@@ -49,6 +49,7 @@ from predict_speed import predict_command
 from gru_lightning import train as entry
 from gru_lightning.model import SentimentRNN
 from gru_lightning.predict import SentimentClassifier
+from gru_lightning.preprocessing import TextEncoder
 from gru_lightning.sources import IMDBDataModule
 
 BENCH = Path(__file__).resolve().parent
@@ -83,6 +84,19 @@ def data_preparation(cfg: DictConfig, cache: str) -> tuple[IMDBDataModule, dict[
     cached_s = time.perf_counter() - start
     assert warm.cache_hit
     return warm, {"cold_s": cold_s, "cached_s": cached_s}
+
+
+def tokenization(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
+    """The tokenizer's own cold work, without reading, checks or the cache: the vocabulary
+    from the 25,000 training reviews, then ids for those and the 25,000 test reviews."""
+    raw = data.read()
+    train, test = (raw[split][data.text_columns[0]][:] for split in ("train", "test"))
+    start = time.perf_counter()
+    encoder = TextEncoder.fit(train, cfg.data.max_features, cfg.data.maxlen, cfg.data.padding,
+                              cfg.data.truncating, cfg.data.punctuation)
+    encoder.encode(train)
+    encoder.encode(test)
+    return {"reviews": len(train) + len(test), "seconds": time.perf_counter() - start}
 
 
 def hand_loop_epoch(cfg: DictConfig, data: IMDBDataModule,
@@ -244,7 +258,10 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     best, prep, inf = report["best"], report["data_preparation"], report["inference"]
     project = best["project"]
     rows: list[tuple[str, str, str, bool | None]] = [
-        ("data preparation, cold (read + tokenize 50,000 reviews + cache)",
+        ("tokenization alone, cold (vocabulary + ids of 50,000 reviews)",
+         f"{prep['tokenization']['seconds']:.1f} s", "<= 4 s",
+         prep["tokenization"]["seconds"] <= 4),
+        ("data preparation, cold (read, check, tokenize 50,000 reviews, cache)",
          f"{prep['cold_s']:.1f} s", "<= 4 s", prep["cold_s"] <= 4),
         ("inference from text (`SentimentClassifier.predict_proba`)",
          f"{inf['text_reviews_per_s']:,.0f} reviews/s", ">= 10,000 reviews/s",
@@ -326,6 +343,7 @@ def main(argv: list[str]) -> None:
         cfg = bench_config(overrides, tmp)
         data, prep = data_preparation(cfg, cache=f"{tmp}/cache")
         print(f"data preparation: cold {prep['cold_s']:.1f} s, cached {prep['cached_s']:.2f} s")
+        prep["tokenization"] = tokenization(cfg, data)
         sides = ["hand_loop", "hand_loop_fused_gru", "project"]
         if keras_installed():
             sides.append("keras_notebook")
