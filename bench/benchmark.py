@@ -152,14 +152,17 @@ class EpochTimer(L.Callback):
         self.end = time.perf_counter()  # after every on_train_epoch_end, checkpoints included
 
 
-def project_epoch(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
-    """One epoch of exactly what `python train.py` runs: its callbacks, logger, metrics."""
+def project_epoch(cfg: DictConfig, data: IMDBDataModule,
+                  **trainer_options: Any) -> dict[str, float]:
+    """One epoch of exactly what `python train.py` runs: its callbacks, logger, metrics;
+    `trainer_options` go to the Trainer as well (bench/profile_epoch.py: a profiler)."""
     L.seed_everything(cfg.seed)
     torch.set_flush_denormal(cfg.flush_denormal)  # as train.py does
     timer = EpochTimer()
     model = instantiate(cfg.model)
     trainer = instantiate(cfg.trainer, callbacks=[*entry._instantiate_all(cfg.callbacks), timer],
-                          logger=entry._instantiate_all(cfg.logger) or False)
+                          logger=entry._instantiate_all(cfg.logger) or False,
+                          **trainer_options)
     trainer.fit(model, datamodule=data)
     return {"train_s": timer.train_end - timer.start, "val_s": timer.val_end - timer.train_end,
             "epoch_end_s": timer.end - timer.val_end,
@@ -387,8 +390,6 @@ def main(argv: list[str]) -> None:
         "train_reviews": len(data.splits["train"]), "val_reviews": len(data.splits["val"]),
         "batch_size": data.batch_size, "data_preparation": prep, "runs": runs, "best": best,
         "project_over_hand_loop": best["project"]["epoch_s"] / best["hand_loop"]["epoch_s"],
-        "project_over_hand_loop_fused_gru":
-            best["project"]["epoch_s"] / best["hand_loop_fused_gru"]["epoch_s"],
         "lightning_share": share,
         "inference": inf, "user_run": user, "peak_memory_mb": peak_memory_mb(),
         "scaling": scaling() if "--scaling" in argv else None,

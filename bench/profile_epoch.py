@@ -15,13 +15,10 @@ from __future__ import annotations
 import sys
 import tempfile
 
-import lightning as L
 import torch
-from benchmark import RESULTS, bench_config
+from benchmark import RESULTS, bench_config, project_epoch
 from hydra.utils import instantiate
 from lightning.pytorch.profilers import SimpleProfiler
-
-from gru_lightning import train as entry
 
 ROWS = 30
 
@@ -34,13 +31,8 @@ def main(overrides: list[str]) -> None:
         data.setup("fit")
         for _ in data.train_dataloader():  # page the cached tensors in, as a second epoch
             pass
-        L.seed_everything(cfg.seed)
-        torch.set_flush_denormal(cfg.flush_denormal)
         profiler = SimpleProfiler(dirpath=tmp, filename="profile")  # its own report: unread
-        trainer = instantiate(cfg.trainer, callbacks=entry._instantiate_all(cfg.callbacks),
-                              logger=entry._instantiate_all(cfg.logger) or False,
-                              profiler=profiler)
-        trainer.fit(instantiate(cfg.model), datamodule=data)
+        project_epoch(cfg, data, profiler=profiler)
     durations = sorted(profiler.recorded_durations.items(), key=lambda kv: -sum(kv[1]))
     lines = [f"`python bench/profile_epoch.py {' '.join(overrides)}`", "",
              f"One epoch (torch {torch.__version__}, {torch.get_num_threads()} threads); the "

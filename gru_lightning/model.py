@@ -47,7 +47,7 @@ class EpochRows:
 
     def take(self) -> torch.Tensor:
         """The epoch's rows (a view, valid until the next `add`); the buffer starts over."""
-        rows = self.rows[: self.count] if self.rows is not None else torch.empty(0, 3)
+        rows = self.rows[: self.count] if self.rows is not None else torch.empty(0)
         self.count = 0
         return rows
 
