@@ -1,9 +1,9 @@
-"""The n-gram branch: logistic regression over hashed word 1..n-grams with Naive Bayes
+"""An n-gram model: logistic regression over hashed word 1..n-grams with Naive Bayes
 log-count-ratio feature weights (NBSVM's logistic variant, Wang & Manning 2012).
 
-A linear model that reads every word of a review (the GRU reads the last `maxlen`), fitted in
-closed form plus L-BFGS in a minute on a CPU. `train.py` fits it as a stage of its own
-(`ngram=nbsvm`) before the GRU, and the classifier stacks the two logits (`model.py`).
+A linear model that reads every word of a text (the GRU reads the last `maxlen`), fitted in
+closed form plus L-BFGS in a minute on a CPU. `stack.NGramStack` fits it before the network
+trains and stacks the two logits (`ngram=nbsvm`).
 
     texts -> words (a `TextEncoder` over the whole training vocabulary, no padding cap)
           -> the set of distinct 1..max_n-grams of each text, hashed into 2**buckets_log2 ids
@@ -47,32 +47,24 @@ class NGramModel:
         max_words: words read per text (the first ones); longer texts are cut.
         punctuation: the punctuation marks read as words of their own (true: "!" and "?",
             as `data.punctuation`): "not bad." and "not. bad" differ.
-        folds: 0: the network trains alone, and the two logits are only stacked on the
-            validation texts; k >= 2: the network trains on top of this model's scores of
-            its training texts (its logit plus theirs), scores taken out of fold: k more
-            fits, each without one k-th of the texts, so no text is scored by a model that saw
-            it (`out_of_fold_logits`).
     """
 
     def __init__(self, max_n: int = 3, buckets_log2: int = 22, l2: float = 1.0,
                  max_iter: int = 100, max_vocab: int = 500_000, max_words: int = 3000,
-                 punctuation: bool | str = PUNCTUATION, folds: int = 0) -> None:
+                 punctuation: bool | str = PUNCTUATION) -> None:
         for name, value in (("max_n", max_n), ("buckets_log2", buckets_log2),
                             ("max_iter", max_iter), ("max_vocab", max_vocab),
                             ("max_words", max_words)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ngram.{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"ngram.model.{name} must be a positive integer, got {value!r}")
         if buckets_log2 > 30:
-            raise ValueError(f"ngram.buckets_log2 must be <= 30 (4 GB of weights), got "
+            raise ValueError(f"ngram.model.buckets_log2 must be <= 30 (4 GB of weights), got "
                              f"{buckets_log2}")
         if max_vocab**max_n >= 2**62:  # an n-gram's key packs its word ids into one int64
-            raise ValueError(f"ngram.max_vocab**ngram.max_n must be < 2**62 (n-gram keys are "
-                             f"int64), got {max_vocab}**{max_n}")
-        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 0 or folds == 1:
-            raise ValueError(f"ngram.folds must be 0 (stack only) or an integer >= 2, got "
-                             f"{folds!r}")
+            raise ValueError(f"ngram.model.max_vocab**ngram.model.max_n must be < 2**62 (n-gram "
+                             f"keys are int64), got {max_vocab}**{max_n}")
         if not l2 > 0:
-            raise ValueError(f"ngram.l2 must be positive, got {l2!r}")
+            raise ValueError(f"ngram.model.l2 must be positive, got {l2!r}")
         punctuation_marks(punctuation)  # rejects what is not a set of marks
         self.max_n = max_n
         self.buckets_log2 = buckets_log2
@@ -81,7 +73,6 @@ class NGramModel:
         self.max_vocab = max_vocab
         self.max_words = max_words
         self.punctuation = punctuation
-        self.folds = folds
         self.words: TextEncoder | None = None
         self.weight: torch.Tensor | None = None  # [2**buckets_log2], NB ratios folded in
         self.bias = 0.0
@@ -90,8 +81,7 @@ class NGramModel:
         """The constructor's arguments: what the cache key and the checkpoint record."""
         return {"max_n": self.max_n, "buckets_log2": self.buckets_log2, "l2": self.l2,
                 "max_iter": self.max_iter, "max_vocab": self.max_vocab,
-                "max_words": self.max_words, "punctuation": self.punctuation,
-                "folds": self.folds}
+                "max_words": self.max_words, "punctuation": self.punctuation}
 
     # ---- features -------------------------------------------------------------------------
 
@@ -164,7 +154,7 @@ class NGramModel:
         vocabulary, its own NB ratios and weights): scores of the training texts that are
         as honest as those of new texts, for a model trained on top of them."""
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-            raise ValueError(f"ngram.folds must be an integer >= 2 here, got {folds!r}")
+            raise ValueError(f"folds must be an integer >= 2 here, got {folds!r}")
         labels = _binary_labels(texts, labels)
         start = time.perf_counter()
         ids, offsets = self.bags(texts)
@@ -231,7 +221,7 @@ class NGramModel:
     # ---- prediction -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def scores(self, texts: Sequence[str]) -> torch.Tensor:
+    def features(self, texts: Sequence[str]) -> torch.Tensor:
         """Per text `[logit, log(1 + words)]`, `[len(texts), 2]`: what the stack takes (the
         n-gram model reads every word, the network the last `maxlen`, so how far each is
         trusted may depend on the length)."""
@@ -246,7 +236,7 @@ class NGramModel:
 
     def logits(self, texts: Sequence[str]) -> torch.Tensor:
         """The model's logit of the second class per text, `[len(texts)]`."""
-        return self.scores(texts)[:, 0]
+        return self.features(texts)[:, 0]
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the fitted model: plain types and one tensor."""
@@ -262,7 +252,8 @@ class NGramModel:
             raise ValueError(
                 f"n-gram model format {version!r} is not the one this version of gru-lightning "
                 f"reads ({FORMAT_VERSION}); retrain the model or use a matching release")
-        model = cls(**state["settings"])
+        # Release 0.1.0 kept the stack's `folds` among the model's settings.
+        model = cls(**{k: v for k, v in state["settings"].items() if k != "folds"})
         model.words = TextEncoder.from_dict(state["words"])
         model.weight = state["weight"]
         model.bias = float(state["bias"])
@@ -289,56 +280,3 @@ def _rows(ids: torch.Tensor, lengths: torch.Tensor,
     kept_lengths = lengths[keep]
     offsets = torch.cumsum(kept_lengths, 0) - kept_lengths
     return ids[torch.repeat_interleave(keep, lengths)], offsets
-
-
-def _stacking_design(rnn_logits: torch.Tensor, ngram_scores: torch.Tensor,
-                     stacking: dict[str, float]) -> torch.Tensor:
-    """The stack's inputs: both logits, each also times the standardised log length, and
-    that length."""
-    rnn, ngram = rnn_logits.double(), ngram_scores[:, 0].double()
-    length = (ngram_scores[:, 1].double() - stacking["length_mean"]) / stacking["length_std"]
-    return torch.stack([rnn, ngram, rnn * length, ngram * length, length], dim=1)
-
-
-STACKING_INPUTS = ("rnn", "ngram", "rnn_by_length", "ngram_by_length", "length")
-
-
-def fit_stacking(rnn_logits: torch.Tensor, ngram_scores: torch.Tensor,
-                 labels: torch.Tensor, l2: float = 1e-3) -> dict[str, float]:
-    """The stack's weights: a logistic regression on held-out texts (the validation split:
-    stacking on the training texts would trust the n-gram model's overfit scores there) over
-    the two logits and their products with the standardised log length (`scores`), so the
-    weight of each may change with the length. Six numbers from ~1,000 texts."""
-    rnn_logits, ngram_scores = rnn_logits.detach().cpu(), ngram_scores.detach().cpu()
-    log_length = ngram_scores[:, 1].double()
-    stacking = {"length_mean": log_length.mean().item(),
-                "length_std": max(log_length.std().item(), 1e-6) if len(log_length) > 1 else 1.0}
-    features = _stacking_design(rnn_logits, ngram_scores, stacking)
-    targets = labels.detach().double().cpu()
-    weight = torch.zeros(features.shape[1], dtype=torch.float64)
-    weight[:2] = 1.0
-    weight.requires_grad_(True)
-    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
-
-    def objective() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(features @ weight + bias, targets)
-        loss = loss + 0.5 * l2 * weight.square().sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(objective)
-    stacking.update(zip(STACKING_INPUTS, weight.detach().tolist(), strict=True))
-    stacking["bias"] = bias.item()
-    return stacking
-
-
-def stack(stacking: dict[str, float], rnn_logits: torch.Tensor,
-          ngram_scores: torch.Tensor) -> torch.Tensor:
-    """The stack's logits from the network's logits and the n-gram model's `scores`."""
-    weight = torch.tensor([stacking[k] for k in STACKING_INPUTS], dtype=torch.float64,
-                          device=rnn_logits.device)
-    design = _stacking_design(rnn_logits, ngram_scores.to(rnn_logits.device), stacking)
-    return (design @ weight + stacking["bias"]).to(rnn_logits.dtype)

@@ -1,16 +1,17 @@
-"""Classify new reviews with a trained checkpoint, from Python or the shell.
+"""Classify new texts with a trained checkpoint, from Python or the shell.
 
     python -m gru_lightning.predict CKPT "A wonderful film." "Dull and far too long."
-    python -m gru_lightning.predict CKPT --file reviews.txt        # one review per line
-    python -m gru_lightning.predict CKPT --file reviews.csv --text-column review --jsonl
-    cat reviews.txt | python -m gru_lightning.predict CKPT --file -
+    python -m gru_lightning.predict CKPT --file texts.txt          # one text per line
+    python -m gru_lightning.predict CKPT --file texts.csv --text-column review --jsonl
+    cat texts.txt | python -m gru_lightning.predict CKPT --file -
     python -m gru_lightning.predict CKPT --export exported/        # torch.export + tokenizer
 
-    from gru_lightning.predict import SentimentClassifier
-    SentimentClassifier.from_checkpoint("last.ckpt").predict(["A wonderful film."])
+    from gru_lightning.predict import Predictor
+    Predictor.from_checkpoint("last.ckpt").predict(["A wonderful film."])
 
-Plain argparse, not Hydra: reviews are free text, and Hydra's override grammar would
-reinterpret their commas, quotes and `=` signs.
+Plain argparse, not Hydra: texts are free text, and Hydra's override grammar would
+reinterpret their commas, quotes and `=` signs. No Lightning either: the network, its text
+encoder and the stack are all a prediction needs, and Lightning's import costs seconds.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from gru_lightning.network import CheckpointError, TextRNN, read_checkpoint
+from gru_lightning import checkpoints
+from gru_lightning.checkpoints import CheckpointError
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
+from gru_lightning.stack import NGramStack
 
 
 @dataclass
@@ -41,55 +45,67 @@ class Prediction:
     probabilities: dict[str, float] | None = None  # every class's, for more than two classes
 
 
-class SentimentClassifier:
-    """A trained model plus the exact preprocessing it was trained with."""
+class Predictor:
+    """A trained network plus the exact preprocessing it was trained with (and the model
+    stacked on it, if any).
 
-    def __init__(self, model: TextRNN, device: str | torch.device | None = None) -> None:
-        """`model`: a `TextRNN` (a trained `SentimentRNN` is one) with its text encoder."""
-        if model.text_encoder is None:
-            raise CheckpointError("the model carries no text encoder (vocabulary, maxlen)")
+    Args:
+        network: the trained network (token ids -> logits, networks/).
+        text_encoder: how text becomes its ids.
+        class_names: the classes, in the order of the network's logits.
+        stack: the model stacked on the network (stack.py), or None.
+        device: where the network runs; default: cuda if any.
+    """
+
+    def __init__(self, network: nn.Module, text_encoder: TextEncoder, class_names: Sequence[str],
+                 stack: NGramStack | None = None,
+                 device: str | torch.device | None = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
-        self.encoder: TextEncoder = model.text_encoder
+        self.network = network.to(self.device).eval()
+        self.encoder = text_encoder
+        self.class_names = list(class_names)
+        self.binary = len(self.class_names) == 2
+        self.stack = stack
 
     @classmethod
     def from_checkpoint(cls, path: str | Path,
-                        device: str | torch.device | None = None) -> SentimentClassifier:
+                        device: str | torch.device | None = None) -> Predictor:
         """Load a checkpoint written by `python train.py`; needs no access to the dataset."""
         path = Path(path)
-        checkpoint = read_checkpoint(path)
-        if "text_encoder" not in checkpoint or "hyper_parameters" not in checkpoint:
+        checkpoint = checkpoints.read(path)
+        if checkpoint.get("text_encoder") is None:
             raise CheckpointError(
                 f"{str(path)!r} holds no preprocessing (vocabulary, maxlen, padding): it was "
-                "not written by this version of gru-lightning's train.py"
+                "not written by gru-lightning's train.py"
             )
         try:
-            model = TextRNN.from_checkpoint(checkpoint)
+            network = checkpoints.network_settings(checkpoint).build(checkpoint["num_classes"])
+            prefix = "net."
+            network.load_state_dict({k[len(prefix):]: v for k, v in
+                                     checkpoint["state_dict"].items() if k.startswith(prefix)})
+            encoder = TextEncoder.from_dict(checkpoint["text_encoder"])
+            stack = checkpoints.stack(checkpoint)
         except (TypeError, ValueError, RuntimeError, KeyError) as error:
             raise CheckpointError(
                 f"{str(path)!r} is incompatible with this version of gru-lightning: {error}"
             ) from error
-        return cls(model, device)
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.model.class_names)
+        return cls(network, encoder, checkpoint["class_names"], stack, device)
 
     @torch.inference_mode()
     def _classify(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities (see `predict_proba`) and the number of in-vocabulary words, per text."""
-        width = () if self.model.binary else (len(self.class_names),)
+        width = () if self.binary else (len(self.class_names),)
         probabilities = [torch.zeros(0, *width)]
         known_words = [torch.zeros(0, dtype=torch.long)]
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
             ids = self.encoder.encode(chunk)
             known_words.append(((ids != PAD_ID) & (ids != UNK_ID)).sum(dim=1))
-            logits = self.model(ids.to(self.device))
-            if self.model.ngram is not None:  # an n-gram model stacked on the network
-                scores = self.model.ngram.scores(chunk).to(self.device)
-                logits = self.model.stacked_logits(logits, scores)
-            probabilities.append(self.model.probabilities(logits).float().cpu())
+            logits = self.network(ids.to(self.device))
+            if self.stack is not None:
+                logits = self.stack.text_logits(logits, chunk)
+            probabilities.append(
+                (torch.sigmoid(logits) if self.binary else torch.softmax(logits, -1)).float().cpu())
         return torch.cat(probabilities), torch.cat(known_words)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> torch.Tensor:
@@ -107,17 +123,17 @@ class SentimentClassifier:
             if not isinstance(text, str):
                 results[i] = Prediction(None, None, error=f"not text: {type(text).__name__}")
             elif not text.strip():
-                results[i] = Prediction(None, None, error="empty review")
+                results[i] = Prediction(None, None, error="empty text")
             else:
                 usable.append(i)
         probabilities, known_words = self._classify([texts[i] for i in usable], batch_size)
         names = self.class_names
         for i, p, known in zip(usable, probabilities.tolist(), known_words.tolist(), strict=True):
             warning = None if known else (
-                "no word of this review is in the model's vocabulary: the prediction says "
-                "nothing about its text"
+                "no word of this text is in the model's vocabulary: the prediction says "
+                "nothing about it"
             )
-            if self.model.binary:
+            if self.binary:
                 results[i] = Prediction(names[p >= 0.5], p, warning=warning)
             else:
                 best = max(range(len(p)), key=p.__getitem__)
@@ -128,23 +144,23 @@ class SentimentClassifier:
     def export(self, directory: str | Path) -> Path:
         """Write `model.pt2` (torch.export; load with `torch.export.load(...).module()`, takes
         int64 ids `[batch, maxlen]`, returns logits) and `text_encoder.json` beside it."""
-        if self.model.ngram is not None:
-            raise ValueError("this checkpoint stacks an n-gram model on the network (ngram=nbsvm), "
+        if self.stack is not None:
+            raise ValueError(f"this checkpoint stacks {self.stack.describe()} on the network, "
                              "which torch.export cannot take: export covers the network alone; "
-                             "use SentimentClassifier for the stack")
+                             "use Predictor for the stack")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        model = self.model.to("cpu")
+        network = self.network.to("cpu")
         example = torch.zeros((2, self.encoder.maxlen), dtype=torch.long)
         batch = torch.export.Dim("batch", min=1)
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        program = torch.export.export(network, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(program, directory / "model.pt2")
         (directory / "text_encoder.json").write_text(json.dumps(self.encoder.to_dict()))
-        self.model.to(self.device)
+        self.network.to(self.device)
         return directory / "model.pt2"
 
 
-# ---- reading reviews ---------------------------------------------------------------------
+# ---- reading texts ---------------------------------------------------------------------
 
 
 def _decode(raw: bytes, source: str, notes: list[str]) -> str:
@@ -165,16 +181,16 @@ def _decode(raw: bytes, source: str, notes: list[str]) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def read_reviews(path: str, text_column: str = "text") -> tuple[list[str], list[str]]:
-    """Reviews from a file ("-" for standard input): `.csv` and `.jsonl` by `text_column`,
-    anything else one review per line. Returns (reviews, notes for the user)."""
+def read_texts(path: str, text_column: str = "text") -> tuple[list[str], list[str]]:
+    """Texts from a file ("-" for standard input): `.csv` and `.jsonl` by `text_column`,
+    anything else one text per line. Returns (texts, notes for the user)."""
     notes: list[str] = []
     if path == "-":
         raw, name = sys.stdin.buffer.read(), "<stdin>"
     else:
         file = Path(path)
         if not file.is_file():
-            raise FileNotFoundError(f"review file {path!r} does not exist")
+            raise FileNotFoundError(f"text file {path!r} does not exist")
         raw, name = file.read_bytes(), path
     text = _decode(raw, name, notes)
     if name.endswith(".csv"):
@@ -184,23 +200,23 @@ def read_reviews(path: str, text_column: str = "text") -> tuple[list[str], list[
                              "choose one with --text-column")
         return [row[text_column] or "" for row in rows], notes
     if name.endswith(".jsonl"):
-        reviews = []
+        texts = []
         for number, line in enumerate(_lines(text), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                reviews.append(record[text_column])
+                texts.append(record[text_column])
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 notes.append(f"{name}:{number}: skipped, not a JSON object with a "
                               f"{text_column!r} field ({type(error).__name__})")
-        return reviews, notes
+        return texts, notes
     return _lines(text), notes
 
 
 def _lines(text: str) -> list[str]:
     """Lines ended by \n or \r\n only. `str.splitlines()` also splits at U+0085 (NEL),
-    U+2028 and form feeds, which occur inside real reviews (772 of IMDB's 25,000 test
+    U+2028 and form feeds, which occur inside real texts (772 of IMDB's 25,000 test
     reviews hold a NEL): the outputs would no longer line up with the input lines."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -212,7 +228,7 @@ def _format_table(texts: Sequence[str], predictions: list[Prediction],
                   class_names: Sequence[str], binary: bool) -> str:
     width = max(5, *(len(n) for n in class_names))
     header = f"P({class_names[1]})" if binary else "P(label)"
-    lines = [f"{'#':>5}  {'label':{width}}  {header:>8}  review"]
+    lines = [f"{'#':>5}  {'label':{width}}  {header:>8}  text"]
     for i, (text, p) in enumerate(zip(texts, predictions, strict=True)):
         shown = " ".join(str(text).split())
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
@@ -227,11 +243,11 @@ def _format_table(texts: Sequence[str], predictions: list[Prediction],
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gru_lightning.predict",
-        description="Classify movie reviews with a checkpoint from `python train.py`.")
+        description="Classify texts with a checkpoint from `python train.py`.")
     parser.add_argument("checkpoint", help="a .ckpt file written by train.py")
-    parser.add_argument("texts", nargs="*", help="reviews to classify")
+    parser.add_argument("texts", nargs="*", help="texts to classify")
     parser.add_argument("--file", action="append", default=[],
-                        help="reviews from a file: .csv/.jsonl (see --text-column) or one per "
+                        help="texts from a file: .csv/.jsonl (see --text-column) or one per "
                              "line; '-' reads standard input. May be repeated.")
     parser.add_argument("--text-column", default="text", help="column of .csv/.jsonl files")
     parser.add_argument("--jsonl", action="store_true", help="JSON Lines instead of a table")
@@ -239,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
     parser.add_argument("--export", metavar="DIR",
                         help="write model.pt2 and text_encoder.json to DIR, then exit")
-    # Intermixed: reviews may come after options too (`--batch-size 8 "a review"`).
+    # Intermixed: texts may come after options too (`--batch-size 8 "a text"`).
     args = parser.parse_intermixed_args(argv)
 
     def fail(message: str) -> int:
@@ -247,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     try:
-        classifier = SentimentClassifier.from_checkpoint(args.checkpoint, args.device)
+        classifier = Predictor.from_checkpoint(args.checkpoint, args.device)
     except (FileNotFoundError, CheckpointError) as error:
         return fail(str(error))
     if args.export:
@@ -260,14 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts = list(args.texts)
     try:
         for path in args.file:
-            reviews, notes = read_reviews(path, args.text_column)
-            texts += reviews
+            read, notes = read_texts(path, args.text_column)
+            texts += read
             for note in notes:
                 print(f"warning: {note}", file=sys.stderr)
     except (FileNotFoundError, ValueError) as error:
         return fail(str(error))
     if not texts:
-        return fail("no reviews given: pass texts, or --file PATH (or --file - for stdin)")
+        return fail("no texts given: pass texts, or --file PATH (or --file - for stdin)")
 
     predictions = classifier.predict(texts, args.batch_size)
     if args.jsonl:
@@ -275,10 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             record: dict[str, Any] = {"text": text, **asdict(p)}
             print(json.dumps({k: v for k, v in record.items() if v is not None}))
     else:
-        print(_format_table(texts, predictions, classifier.class_names, classifier.model.binary))
+        print(_format_table(texts, predictions, classifier.class_names, classifier.binary))
     failed = sum(p.error is not None for p in predictions)
     if failed:
-        print(f"warning: {failed} of {len(texts)} review(s) could not be classified",
+        print(f"warning: {failed} of {len(texts)} text(s) could not be classified",
               file=sys.stderr)
     return 0
 

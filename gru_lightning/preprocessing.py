@@ -10,20 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import cache
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from gru_lightning.runtime.kernels import word_ids_kernel
+
 log = logging.getLogger(__name__)
-WORD_IDS_SOURCE = Path(__file__).resolve().parent / "csrc" / "word_ids.cpp"
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 Side = Literal["pre", "post"]
@@ -82,22 +79,6 @@ def build_tokenizer(punctuation: bool | str = False) -> Tokenizer:
     return tokenizer
 
 
-@cache
-def word_ids_extension() -> ModuleType | None:
-    """The compiled word-id kernel (`csrc/word_ids.cpp`), built on first use and cached by
-    torch; None where it cannot be built (no C++ compiler): `tokenizers` does all the work
-    then, with the same ids, ~50x slower."""
-    from torch.utils import cpp_extension
-
-    try:
-        return cpp_extension.load(name="gru_lightning_word_ids", sources=[str(WORD_IDS_SOURCE)],
-                                  extra_cflags=["-O3"])
-    except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
-        log.info("Word-id kernel unavailable (%s); tokenizing with `tokenizers` alone",
-                 str(error).strip().splitlines()[-1] if str(error).strip() else error)
-        return None
-
-
 def _punctuation_of(tokenizer: Tokenizer) -> str | None:
     """Which `build_tokenizer` pipeline `tokenizer` has (the marks it keeps as words), or
     None for any other: only those have the compiled fast path."""
@@ -152,7 +133,7 @@ class TextEncoder:
                 f"got {max_features!r}"
             )
         tokenizer = build_tokenizer(punctuation)
-        kernel = word_ids_extension()
+        kernel = word_ids_kernel()
         if kernel is None:
             trainer = trainers.WordLevelTrainer(
                 vocab_size=max_features, special_tokens=[PAD_TOKEN, UNK_TOKEN],
@@ -214,7 +195,7 @@ class TextEncoder:
 
     def _word_ids(self) -> Any:
         if self._fast is None:
-            kernel, marks = word_ids_extension(), _punctuation_of(self.tokenizer)
+            kernel, marks = word_ids_kernel(), _punctuation_of(self.tokenizer)
             if kernel is None or marks is None:
                 self._fast = False
             else:

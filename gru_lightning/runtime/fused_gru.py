@@ -8,48 +8,22 @@ the gates per step, forward and backward. The input projection of all steps stay
 autograd-tracked matrix multiply. CUDA tensors, packed sequences and unbatched input use
 nn.GRU's own path (cuDNN on a GPU).
 
-The extension is compiled with the system's C++ compiler on first use (~20 s on 2 cores) and
-cached by torch in `~/.cache/torch_extensions` (`TORCH_EXTENSIONS_DIR` moves it).
+The extension is compiled on first use (~20 s on 2 cores; `kernels.py`).
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gru_lightning.runtime.kernels import KernelUnavailable, gru_kernel
+
 log = logging.getLogger(__name__)
-SOURCE = Path(__file__).resolve().parent / "csrc" / "gru_cpu.cpp"
-LINUX_FLAGS = ["-ffast-math"] if sys.platform.startswith("linux") else []
-
-
-@cache
-def extension() -> ModuleType:
-    """The compiled kernel, built on first call (torch caches the build across processes)."""
-    from torch.utils import cpp_extension
-
-    try:
-        return cpp_extension.load(
-            name="gru_lightning_gru_cpu",
-            sources=[str(SOURCE)],
-            # -O3 vectorises the gate loops; fast-math lets GCC call glibc's vector exp/tanh,
-            # 3x faster than the scalar ones here.
-            extra_cflags=["-O3", *LINUX_FLAGS],
-            extra_ldflags=["-lmvec"] if LINUX_FLAGS else [],
-        )
-    except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
-        raise RuntimeError(
-            f"could not build the fused GRU kernel ({SOURCE.name}): {error}\n"
-            "It needs a C++ compiler (g++) and ninja (`pip install ninja`). Or run PyTorch's "
-            "own GRU with model.fused_gru=false."
-        ) from error
 
 
 @cache
@@ -57,14 +31,12 @@ def available_extension() -> ModuleType | None:
     """The kernel, or None (with one warning per process) where it cannot be built, e.g. on
     a machine without a C++ compiler: FusedGRU then runs PyTorch's GRU, same math, slower."""
     try:
-        return extension()
-    except RuntimeError as error:
-        first_line = str(error.__cause__ or error).strip().splitlines()
+        return gru_kernel()
+    except KernelUnavailable as error:
         log.warning(
-            "The fused GRU kernel could not be built (%s); training goes on with PyTorch's "
-            "own GRU, the same model about 2x slower on the CPU. Install a C++ compiler (g++) "
-            "to get it back, or set model.fused_gru=false to silence this.",
-            first_line[-1] if first_line else type(error).__name__)
+            "The fused GRU kernel is unavailable (%s); training goes on with PyTorch's own "
+            "GRU, the same model about 2x slower on the CPU. Install a C++ compiler (g++) to "
+            "get it back, or set model.net.fused_gru=false to silence this.", error)
         return None
 
 

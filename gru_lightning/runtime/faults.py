@@ -55,8 +55,8 @@ class StopOnNonFiniteLoss(L.Callback):
             raise DivergedError(
                 f"the training loss is {loss.item()} at step {trainer.global_step} (epoch "
                 f"{trainer.current_epoch}): training diverged, and the run stopped before "
-                f"saving the broken weights. Lower the learning rate (model.lr, now {lr}) "
-                "or resume from an earlier checkpoint."
+                f"saving the broken weights. Lower the learning rate (model.optimizer.lr, now "
+                f"{lr}) or resume from an earlier checkpoint."
             )
 
 

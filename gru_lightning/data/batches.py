@@ -1,0 +1,63 @@
+"""In-memory splits as whole-batch tensor gathers: no per-example Python on the hot path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import BatchSampler, Dataset
+
+
+class TensorBatchDataset(Dataset):
+    """Named per-text columns (`ids`, `labels`, and any feature another stage adds, e.g. the
+    n-gram model's) that the DataLoader indexes one whole batch at a time (`__getitems__`):
+    a batch is a dict of one gather per column."""
+
+    def __init__(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
+        self.columns: dict[str, torch.Tensor] = {"ids": ids, "labels": labels}
+
+    @property
+    def ids(self) -> torch.Tensor:
+        return self.columns["ids"]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.columns["labels"]
+
+    def add_column(self, name: str, values: torch.Tensor) -> None:
+        """A per-text feature, in the split's order, gathered with every batch from now on."""
+        if len(values) != len(self):
+            raise ValueError(f"column {name!r} has {len(values)} rows, the split {len(self)}")
+        self.columns[name] = values.to(self.ids.device)
+
+    def to(self, device: torch.device) -> TensorBatchDataset:
+        self.columns = {name: values.to(device) for name, values in self.columns.items()}
+        return self
+
+    def __len__(self) -> int:
+        return len(self.columns["labels"])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {name: values[index] for name, values in self.columns.items()}
+
+    def __getitems__(self, indices: Any) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return {name: values[index] for name, values in self.columns.items()}
+
+
+def batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The collate function: `__getitems__` already returns the batch."""
+    return batch
+
+
+class SliceBatchSampler(BatchSampler):
+    """BatchSampler's batches, in the same order, as slices of one index tensor drawn from
+    the sampler once per epoch: not a list of ints built one at a time for every batch
+    (~0.1 ms a batch on a 2-core CPU, more than the gather itself). Lightning rebuilds it
+    around a DistributedSampler under DDP, as it does a BatchSampler."""
+
+    def __iter__(self) -> Any:
+        order = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        for start in range(0, stop, self.batch_size):
+            yield order[start : start + self.batch_size]
