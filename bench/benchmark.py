@@ -41,17 +41,17 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from gru_lightning.fused_gru import available_extension
+from gru_lightning.sources import IMDBDataModule
 from hydra.utils import instantiate
 from memory import train_run
 from omegaconf import DictConfig
 from predict_speed import predict_command
 
 from gru_lightning import train as entry
-from gru_lightning.fused_gru import available_extension
 from gru_lightning.model import SentimentRNN
 from gru_lightning.predict import SentimentClassifier
 from gru_lightning.preprocessing import TextEncoder, word_ids_extension
-from gru_lightning.sources import IMDBDataModule
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from gru_lightning.fused_gru import FusedGRU, extension
+from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(64, 100, 64), (64, 400, 64), (64, 100, 128), (256, 100, 64)]  # batch, steps, hidden

@@ -15,8 +15,17 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-COLUMNS = ("job", "overrides", "params", "val_acc_best", "test_acc", "seconds_per_epoch",
-           "status", "error")
+from gru_lightning.metrics import final_metric_keys
+
+
+def figures() -> dict[str, str]:
+    """Columns of the final figures, which follow metrics.METRICS: val/acc_best ->
+    val_acc_best, test/f1 -> test_f1."""
+    return {key.replace("/", "_"): key for key in final_metric_keys()}
+
+
+def columns() -> tuple[str, ...]:
+    return ("job", "overrides", "params", *figures(), "seconds_per_epoch", "status", "error")
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -47,8 +56,7 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
             "overrides": " ".join(f"{k}={override[k]}" for k in swept if k in override),
             "swept": {k: override.get(k) for k in swept},
             "params": metrics.get("params"),
-            "val_acc_best": metrics.get("val/acc_best"),
-            "test_acc": metrics.get("test/acc"),
+            **{column: metrics.get(key) for column, key in figures().items()},
             "seconds_per_epoch": metrics.get("seconds_per_epoch"),
             # No metrics.json: the job was killed, or is still running.
             "status": metrics.get("status", "incomplete"),
@@ -125,11 +133,12 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
         raise ValueError(f"{str(sweep_dir)!r} holds no Hydra job folders (*/.hydra/)")
     paths = {ext: sweep_dir / f"report.{ext}" for ext in ("md", "csv", "png")}
     with paths["csv"].open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(file, fieldnames=columns(), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    header = columns()
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in header) + " |" for r in rows]
     completed = sum(r["status"] == "completed" for r in rows)
     lines += ["", f"{completed} of {len(rows)} jobs completed. ![plot](report.png)"]
     paths["md"].write_text(f"# Sweep {sweep_dir}\n\n" + "\n".join(lines) + "\n")

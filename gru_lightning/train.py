@@ -198,10 +198,11 @@ def main(cfg: DictConfig) -> float | None:
             write_status(output_dir, "failed", {"error": user_message(error)})
         if multirun:
             # One failed job must not stop the sweep (Hydra's launchers stop at the first
-            # exception): it is recorded for the report, and the sweeper gets NaN, which
-            # Optuna records as a failed trial.
+            # exception): it is recorded for the report, and the sweeper gets no value, which
+            # Optuna's sweeper records as a failed trial (a NaN would crash it: it tells
+            # Optuna the trial twice).
             log.exception("Job failed: %s", user_message(error))
-            return float("nan")
+            return None
         if isinstance(error, USER_ERRORS):
             log.error("%s", user_message(error))
             sys.exit(1)

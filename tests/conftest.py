@@ -1,12 +1,20 @@
-"""Small IMDB look-alikes that the tests write themselves, in each local format, and a
-helper that composes the real Hydra config around them."""
+"""What the tests share: small learnable data sets they write themselves (IMDB look-alikes in
+each local format), the real Hydra config composed around them, one small trained run for
+every test that needs "a model that learned", the real data switch and the kernels.
+
+`REQUIRE_DATA=1` (set by .ci/run) turns a missing real data set into a failure instead of a
+skip; `require_kernel` skips, with the reason, where a compiled kernel cannot be built.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 import tarfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +23,8 @@ from omegaconf import DictConfig
 
 from gru_lightning.train import compose_config
 
-REAL_IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant", "moving"]
 NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "worst"]
@@ -52,6 +61,16 @@ def write_acl_folder(root: Path, splits: dict[str, list[tuple[str, int]]]) -> Pa
     return root / "aclImdb"
 
 
+def real_data(path: Path, what: str) -> Path:
+    """`path` where it exists; else a skip that says so, or a failure under REQUIRE_DATA=1."""
+    if path.exists():
+        return path
+    message = f"no {what} at {path}"
+    if os.environ.get("REQUIRE_DATA") == "1":
+        pytest.fail(f"{message}, and REQUIRE_DATA=1 says the real data must be there")
+    pytest.skip(f"{message} (REQUIRE_DATA=1 makes this a failure)")
+
+
 @pytest.fixture(scope="session")
 def reviews() -> dict[str, list[tuple[str, int]]]:
     return {"train": synthetic_reviews(600, seed=0), "test": synthetic_reviews(200, seed=1)}
@@ -75,6 +94,14 @@ def acl_tarball(tmp_path_factory: pytest.TempPathFactory, acl_copy: Path) -> Pat
     return tarball
 
 
+# A small, fast model on a small local copy, as the tests run it; at lr 0.01 it learns the
+# synthetic reviews (test accuracy >= 0.98) in 2 epochs.
+SMALL = ["data.max_features=100", "data.maxlen=24", "data.val_size=100", "data.batch_size=32",
+         "model.net.embedding_dim=16", "model.net.hidden_size=16", "model.optimizer.lr=0.01"]
+QUIET = ["+trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+         "callbacks.model_summary=null"]
+
+
 def compose_train_config(tmp_path: Path, local_path: Path | None, *overrides: str) -> DictConfig:
     """`conf/train.yaml` composed as `python train.py <overrides>` would, writing into
     tmp_path, on a small local IMDB copy (or, local_path=None, the data the overrides name)
@@ -84,18 +111,11 @@ def compose_train_config(tmp_path: Path, local_path: Path | None, *overrides: st
         f"paths.output_dir={tmp_path / 'run'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         *([f"data.local_path={local_path}"] if local_path is not None else []),
-        "data.max_features=100",
-        "data.maxlen=24",
-        "data.val_size=100",
-        "data.batch_size=32",
-        "model.net.embedding_dim=16",
-        "model.net.hidden_size=16",
+        *SMALL,
         "trainer.max_epochs=1",
         "trainer.log_every_n_steps=5",
         "trainer.accelerator=cpu",
-        "+trainer.enable_progress_bar=false",
-        "callbacks.progress_bar=null",
-        "callbacks.model_summary=null",
+        *QUIET,
         *overrides,
     ])
 
@@ -106,3 +126,48 @@ def compose_train(tmp_path: Path, parquet_copy: Path) -> Callable[..., DictConfi
         return compose_train_config(tmp_path, parquet_copy, *overrides)
 
     return _compose
+
+
+@dataclass
+class TrainedRun:
+    """The shared run: its config, metrics, folder and checkpoints."""
+
+    cfg: DictConfig
+    metrics: dict[str, Any]
+    run: Path
+
+    @property
+    def last(self) -> Path:
+        return self.run / "checkpoints" / "last.ckpt"
+
+    @property
+    def best(self) -> Path:
+        return next(p for p in (self.run / "checkpoints").glob("epoch*.ckpt"))
+
+
+TRAINED_EPOCHS = 3
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, parquet_copy: Path) -> TrainedRun:
+    """One small model trained for the session on the parquet copy (600 training, 200 test
+    reviews): the checkpoint every "a model that learned" test reads. Read-only."""
+    from gru_lightning.train import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = compose_train_config(tmp, parquet_copy, f"trainer.max_epochs={TRAINED_EPOCHS}",
+                               "trainer.log_every_n_steps=2")
+    return TrainedRun(cfg, train(cfg), tmp / "run")
+
+
+def require_kernel(load: Callable[[], Any]) -> Any:
+    """The compiled kernel `load` returns, or a skip with the reason it cannot be built."""
+    from gru_lightning.runtime.kernels import KernelUnavailable
+
+    try:
+        kernel = load()
+    except KernelUnavailable as error:
+        pytest.skip(f"the kernel cannot be built here: {error}")
+    if kernel is None:
+        pytest.skip("the kernel cannot be built here (no C++ compiler or ninja)")
+    return kernel

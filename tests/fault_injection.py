@@ -30,7 +30,7 @@ def mark() -> None:
 
 
 if "FAULT_AFTER_STEP" in os.environ:
-    from gru_lightning.model import SentimentRNN
+    from gru_lightning.model import TextClassifier
 
     after_step = int(os.environ["FAULT_AFTER_STEP"])
 
@@ -40,7 +40,7 @@ if "FAULT_AFTER_STEP" in os.environ:
         if self.trainer.global_step >= after_step:
             time.sleep(0.2)
 
-    SentimentRNN.on_train_batch_end = on_train_batch_end
+    TextClassifier.on_train_batch_end = on_train_batch_end
 
 if "FAULT_BLOCK_SAVE" in os.environ:
     saves_left = int(os.environ["FAULT_BLOCK_SAVE"])

@@ -1,89 +1,120 @@
-"""Configs mirror constructors: every knob in conf/ is a real argument of its `_target_`,
-with the same default as the constructor, so the default lives in one place in effect."""
+"""The configs: every knob in conf/ is a real argument of its `_target_` (with the same
+default as the constructor, for this project's own), and every experiment runs, a batch of
+each stage, so a broken one fails here."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
+from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import _locate
+from omegaconf import DictConfig, OmegaConf
 
-from gru_lightning.train import CONFIG_DIR
+from gru_lightning.data.base import TextSource
+from gru_lightning.data.datamodule import TextDataModule
+from gru_lightning.train import CONFIG_DIR, compose_config, train
+from tests.conftest import QUIET, synthetic_reviews, write_parquet_copy
 
-TARGET_CONFIGS = ["data=imdb", "data=hub", "data=files", "data=folder", "model=gru",
-                  "ngram=nbsvm"]
-# Set by train.py from the data, not by a config.
-FROM_THE_DATA = {"num_classes"}
-
-
-def _target(path: str):
-    module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
+CHOICES = ["data=imdb", "data=hub", "data=files", "data=folder", "model=classifier",
+           "ngram=nbsvm"]
+# Arguments train.py passes itself: the data's classes, the stack built from conf/ngram.
+FROM_TRAIN_PY = {"num_classes", "stack"}
 
 
-def _parameters(cls) -> dict[str, inspect.Parameter]:
-    """The constructor's arguments, with those it passes on (**settings) to its bases'."""
-    parameters: dict[str, inspect.Parameter] = {}
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass.__module__.startswith("lightning"):
-            continue
-        own = inspect.signature(klass.__init__).parameters
-        parameters.update({k: v for k, v in own.items() if k not in parameters
-                           and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)})
-        if not any(v.kind == v.VAR_KEYWORD for v in own.values()):
-            break
+def _parameters(target) -> dict[str, inspect.Parameter]:
+    """The arguments a `_target_` takes; a source's `datamodule` takes the source's and the
+    data module's."""
+    if inspect.ismethod(target) and isinstance(target.__self__, type) \
+            and issubclass(target.__self__, TextSource):
+        own = dict(inspect.signature(target.__self__.__init__).parameters)
+        shared = dict(inspect.signature(TextDataModule.__init__).parameters)
+        parameters = {**own, **shared}
+        for name in ("self", "source"):
+            parameters.pop(name)
+        return parameters
+    parameters = dict(inspect.signature(target).parameters)
     parameters.pop("self", None)
     return parameters
 
 
-@pytest.mark.parametrize("choice", TARGET_CONFIGS)
-def test_config_keys_are_constructor_arguments_with_the_same_defaults(choice):
-    from hydra import compose, initialize_config_dir
-
-    group = choice.split("=")[0]
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        config = compose("train", overrides=[choice])[group]
-    parameters = _parameters(_target(config._target_))
-    for key in config:
-        if key == "_target_":
+def _check(node: DictConfig, where: str) -> None:
+    target = _locate(node._target_)
+    parameters = _parameters(target)
+    own = node._target_.startswith("gru_lightning.")
+    for key in node:
+        if key in ("_target_", "_partial_"):
             continue
-        assert key in parameters, f"{choice}: {key} is not an argument"
-        value = config._get_node(key)._value()
-        if isinstance(value, str) and value.startswith("${"):
-            continue  # interpolated from another group, e.g. vocab_size: ${data.max_features}
+        assert key in parameters, f"{where}: {key} is not an argument of {node._target_}"
+        if isinstance(node._get_node(key), DictConfig):
+            _check(node[key], f"{where}.{key}")
+            continue
+        value = node._get_node(key)._value()
+        if not own or (isinstance(value, str) and value.startswith("${")):
+            continue  # another library's defaults, or interpolated from another group
         value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
         default = parameters[key].default
         default = list(default) if isinstance(default, tuple) else default
         if key != "cache_dir":  # a path: the config puts it under paths.cache_dir
-            assert value == default, f"{choice}: {key}={value!r}, constructor says {default!r}"
-    missing = set(parameters) - set(config) - FROM_THE_DATA
-    assert not missing, f"{choice} does not expose {missing}"
+            assert value == default, f"{where}.{key}={value!r}, the constructor says {default!r}"
+    if own:
+        missing = {k for k, p in parameters.items() if p.kind not in (p.VAR_KEYWORD,
+                                                                       p.VAR_POSITIONAL)}
+        missing -= set(node) | FROM_TRAIN_PY
+        assert not missing, f"{where} does not expose {missing}"
 
 
-def test_every_config_group_composes():
-    from hydra import compose, initialize_config_dir
-
+@pytest.mark.parametrize("choice", CHOICES)
+def test_config_keys_are_constructor_arguments_with_the_same_defaults(choice):
+    group = choice.split("=")[0]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        for overrides in (["trainer=cpu"], ["trainer=gpu"], ["logger=csv"],
-                          ["callbacks=early_stopping"], ["callbacks=ema"],
-                          ["experiment=keras_seed"], ["experiment=best"],
-                          ["experiment=gru_nbsvm"],
-                          ["experiment=ag_news"], ["data=hub"], ["data=files"],
-                          ["data=folder"],
-                          ["debug=fast_dev_run"]):
-            cfg = compose("train", overrides=overrides)
-            assert cfg.model.vocab_size == cfg.data.max_features
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        seed = compose("train", overrides=["experiment=keras_seed"])
-        assert seed.data.val_size == 0 and seed.data.batch_size == 64
-        assert seed.trainer.max_epochs == 3 and seed.test_weights == "last"
-        assert compose("train", overrides=["trainer=gpu"]).trainer.accelerator == "gpu"
-        best = compose("train", overrides=["experiment=best"])
-        # The experiment swaps in the callbacks with the weight average, keeping the rest.
-        assert {"ema", "model_checkpoint", "last_checkpoint"} <= set(best.callbacks)
-        assert best.model.bidirectional and best.data.batch_size == 16
-        stacked = compose("train", overrides=["experiment=gru_nbsvm"])
-        assert stacked.ngram.max_n == 3 and stacked.ngram.folds == 0  # best's GRU, stacked
-        assert stacked.model == best.model and stacked.data == best.data
-        assert compose("train").get("ngram") is None  # no n-gram model by default
+        _check(compose("train", overrides=[choice])[group], group)
+
+
+def _topics_csv(tmp_path: Path) -> Path:
+    """AG News' CSV shape: title, description, label 1-4."""
+    import csv
+
+    path = tmp_path / "topics.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["label", "title", "description"])
+        for i, (text, _) in enumerate(synthetic_reviews(200, seed=2)):
+            writer.writerow([1 + i % 4, f"topic{i % 4} news", text])
+    return path
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIG_DIR / "experiment")
+                                              .glob("*.yaml")))
+def test_every_experiment_runs_a_batch(tmp_path, experiment):
+    # Enough training reviews for the experiments' own 1,000 validation texts.
+    imdb = write_parquet_copy(tmp_path / "imdb", {"train": synthetic_reviews(1200, seed=0),
+                                                  "test": synthetic_reviews(100, seed=1)})
+    data = ([f"data.train_file={_topics_csv(tmp_path)}"] if experiment == "ag_news"
+            else [f"data.local_path={imdb}"])
+    cfg = compose_config([f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
+                          f"paths.cache_dir={tmp_path / 'cache'}", f"experiment={experiment}",
+                          *data, "debug=fast_dev_run", "trainer.accelerator=cpu", *QUIET])
+    metrics = train(cfg)
+    assert metrics["epochs"] == 1 and "test/acc" in metrics
+    assert len(metrics["classes"]) == (4 if experiment == "ag_news" else 2)
+
+
+@pytest.mark.parametrize("overrides", [["trainer=cpu"], ["trainer=gpu"], ["trainer=ddp"],
+                                       ["trainer=ddp_cpu"], ["logger=csv"],
+                                       ["callbacks=early_stopping"], ["callbacks=ema"],
+                                       ["data=hub"], ["data=files"], ["data=folder"],
+                                       ["hparams_search=optuna"], ["debug=fast_dev_run"]])
+def test_every_config_group_composes_and_instantiates(overrides, tmp_path):
+    """What train.py builds before any data work, for each choice of each group."""
+    from hydra.utils import instantiate
+
+    cfg = compose_config([f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}",
+                          f"paths.cache_dir={tmp_path}", *overrides])
+    instantiate(cfg.data)
+    instantiate(cfg.model, _partial_=True)
+    for group in ("callbacks", "logger"):
+        for node in (cfg.get(group) or {}).values():
+            if node is not None:
+                instantiate(node)

@@ -1,8 +1,8 @@
-"""The IMDB datamodule: sources, vocabulary, padding, splits, cache, errors."""
+"""The data module over IMDB's source: splits, hold-outs, vocabulary, cache, batches, and
+each bad input as one clear error with nothing lost."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -10,16 +10,17 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
-from gru_lightning.data import DataError, DatasetUnavailableError, SliceBatchSampler
-from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder, build_tokenizer
-from gru_lightning.sources import IMDBDataModule
-from tests.conftest import write_parquet_copy
+from gru_lightning.data import DataError, DatasetUnavailableError, TextDataModule
+from gru_lightning.data.batches import SliceBatchSampler
+from gru_lightning.data.imdb import IMDBSource
+from gru_lightning.preprocessing import UNK_ID
+from tests.conftest import synthetic_reviews, write_parquet_copy
 
 
-def make_datamodule(tmp_path: Path, local_path: Path | str | None, **kwargs) -> IMDBDataModule:
+def make_datamodule(tmp_path: Path, local_path: Path | str | None, **kwargs) -> TextDataModule:
     kwargs = {"max_features": 50, "maxlen": 16, "val_size": 100, **kwargs}
-    return IMDBDataModule(local_path=str(local_path) if local_path else None,
-                          cache_dir=str(tmp_path / "cache"), **kwargs)
+    return IMDBSource.datamodule(local_path=str(local_path) if local_path else None,
+                                 cache_dir=str(tmp_path / "cache"), **kwargs)
 
 
 def test_splits_sizes_and_id_range(tmp_path, parquet_copy):
@@ -30,11 +31,31 @@ def test_splits_sizes_and_id_range(tmp_path, parquet_copy):
     for split in dm.splits.values():
         assert split.ids.shape[1] == 16
         assert int(split.ids.max()) < 50 and int(split.ids.min()) >= 0
-    ids, labels = next(iter(dm.train_dataloader()))
-    assert ids.shape == (64, 16) and labels.dtype == torch.float32
-    # Hold-out is seeded: both labels present, and the same rows for the same split_seed.
-    assert 0 < dm.splits["val"].labels.mean() < 1
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["ids"].shape == (64, 16) and batch["labels"].dtype == torch.float32
+    # The hold-out is a seeded random subset (IMDB's train split is sorted by label): both
+    # labels, the same texts for the same split_seed, others for another.
+    assert 0.3 < dm.splits["val"].labels.mean() < 0.7
+    same = make_datamodule(tmp_path / "same", parquet_copy)
+    same.setup("fit")
+    other = make_datamodule(tmp_path / "other", parquet_copy, split_seed=1)
+    other.setup("fit")
+    assert torch.equal(same.splits["val"].ids, dm.splits["val"].ids)
+    assert same.split_texts()["val"] == dm.split_texts()["val"]
+    assert set(other.split_texts()["val"]) != set(dm.split_texts()["val"])
 
+
+def test_the_validation_texts_are_kept_out_of_the_vocabulary(tmp_path):
+    # Each training text has a word of its own: those of the held-out texts are unknown.
+    train = [(f"common only{i}", i % 2) for i in range(200)]
+    copy = write_parquet_copy(tmp_path / "copy", {"train": train, "test": train[:10]})
+    dm = make_datamodule(tmp_path, copy, val_size=50, max_features=1000)
+    dm.setup("fit")
+    vocab = dm.text_encoder.tokenizer.get_vocab()
+    texts = dm.split_texts()
+    assert all(text.split()[1] in vocab for text in texts["train"])
+    assert not any(text.split()[1] in vocab for text in texts["val"])
+    assert (dm.splits["val"].ids[:, -1] == UNK_ID).all()
 
 def test_val_size_zero_validates_on_test(tmp_path, parquet_copy):
     dm = make_datamodule(tmp_path, parquet_copy, val_size=0)
@@ -60,59 +81,13 @@ def test_vocabulary_is_built_from_training_reviews_only(tmp_path):
     assert dm.splits["test"].ids[0, -2].item() == UNK_ID  # "zeta" is out of vocabulary
 
 
-def test_vocabulary_is_capped_at_max_features(tmp_path):
-    texts = [" ".join(f"w{i}" for i in range(j, j + 40)) for j in range(40)]
-    encoder = TextEncoder.fit(texts, max_features=20, maxlen=50)
-    assert encoder.vocab_size == 20
-    assert int(encoder.encode(texts).max()) < 20
-
-
-@pytest.mark.parametrize(
-    ("padding", "truncating", "short", "long"),
-    [
-        # Keras pad_sequences defaults: pad in front, keep the LAST maxlen tokens.
-        ("pre", "pre", ["PAD", "PAD", "a", "b"], ["c", "d", "e", "f"]),
-        ("post", "post", ["a", "b", "PAD", "PAD"], ["a", "b", "c", "d"]),
-        ("pre", "post", ["PAD", "PAD", "a", "b"], ["a", "b", "c", "d"]),
-    ],
-)
-def test_padding_and_truncation_sides(padding, truncating, short, long):
-    encoder = TextEncoder.fit(["a b c d e f"] * 3, max_features=10, maxlen=4,
-                              padding=padding, truncating=truncating)
-    vocab = encoder.tokenizer.get_vocab()
-    ids = encoder.encode(["a b", "a b c d e f"])
-
-    def expect(words):
-        return [PAD_ID if w == "PAD" else vocab[w] for w in words]
-
-    assert ids.tolist() == [expect(short), expect(long)]
-
-
-def test_text_is_normalised_like_the_keras_word_index():
-    encoder = TextEncoder.fit(["it's a GREAT film.<br /><br />Great!"], max_features=20, maxlen=8)
-    vocab = encoder.tokenizer.get_vocab()
-    assert {"it's", "a", "great", "film"} <= set(vocab)
-    assert not {"<br", "/>", ".", "!"} & set(vocab)
-
-
-def test_punctuation_keeps_exclamation_and_question_marks_as_words():
-    texts = ["Why?! Great film!!<br />Really?"]
-    encoder = TextEncoder.fit(texts, max_features=20, maxlen=12, punctuation=True)
-    tokens = encoder.tokenizer.encode(texts[0]).tokens
-    assert [t for t in tokens if t != "[PAD]"] == ["why", "?", "!", "great", "film", "!", "!",
-                                                     "really", "?"]
-    # The tokenizer travels with the encoder: a checkpoint splits new text the same way.
-    again = TextEncoder.from_dict(encoder.to_dict())
-    assert torch.equal(again.encode(texts), encoder.encode(texts))
-
-
 def test_second_run_hits_the_cache_and_says_so(tmp_path, parquet_copy, caplog):
     first = make_datamodule(tmp_path, parquet_copy)
     first.prepare_data()
     assert first.cache_hit is False
     first.setup("fit")
     second = make_datamodule(tmp_path, parquet_copy)
-    with caplog.at_level(logging.INFO, logger="gru_lightning.data"):
+    with caplog.at_level(logging.INFO, logger="gru_lightning.data.datamodule"):
         second.prepare_data()
     assert second.cache_hit is True
     assert "skipping tokenization" in caplog.text
@@ -213,8 +188,8 @@ def test_splits_move_to_an_accelerator_once(tmp_path, parquet_copy):
     dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
     dm.setup("fit")
     assert {split.ids.device.type for split in dm.splits.values()} == {"meta"}
-    ids, labels = next(iter(dm.train_dataloader()))
-    assert ids.device.type == "meta" and labels.device.type == "meta"
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["ids"].device.type == "meta" and batch["labels"].device.type == "meta"
 
     on_cpu = make_datamodule(tmp_path, parquet_copy, tensors_on_device=False)
     on_cpu.trainer = dm.trainer
@@ -232,14 +207,14 @@ def test_splits_move_to_an_accelerator_once(tmp_path, parquet_copy):
 def test_imdb_from_the_hub_leaves_out_its_unsupervised_split(tmp_path, monkeypatch, reviews):
     import datasets
 
-    from gru_lightning import sources
+    from gru_lightning.data import imdb
 
     def hub(rows):
         return datasets.Dataset.from_dict({"text": [t for t, _ in rows],
                                            "label": [y for _, y in rows]})
 
     unlabeled = [(t, -1) for t, _ in reviews["test"]]  # the Hub's 50,000 have label -1
-    monkeypatch.setattr(sources, "load_from_hub", lambda *args: datasets.DatasetDict(
+    monkeypatch.setattr(imdb, "load_from_hub", lambda *args: datasets.DatasetDict(
         train=hub(reviews["train"]), test=hub(reviews["test"]), unsupervised=hub(unlabeled)))
     dm = make_datamodule(tmp_path, None)
     dm.setup("fit")
@@ -250,8 +225,6 @@ def _copy_with(tmp_path: Path, rows: list[tuple[object, object]]) -> Path:
     """A parquet copy whose training split ends with `rows` (text, label)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from tests.conftest import synthetic_reviews
 
     root = tmp_path / "copy"
     root.mkdir()
@@ -280,14 +253,14 @@ def test_labels_other_than_0_and_1_are_one_clear_error_before_tokenizing(tmp_pat
 
 
 @pytest.mark.parametrize("empty", [None, "", "   \n "])
-def test_reviews_without_text_are_left_out_with_a_warning(tmp_path, caplog, empty):
+def test_texts_that_are_blank_are_left_out_with_a_warning(tmp_path, caplog, empty):
     copy = _copy_with(tmp_path, [(empty, 1), ("a fine film", 1), (empty, 0)])
     dm = make_datamodule(tmp_path, copy, val_size=0)
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert len(dm.splits["train"]) == 301  # 300 + the one with text
-    assert "train split: 2 review(s) with no text (null or blank) left out: row(s) 300, 302" \
-        in caplog.text
+    assert ("train split: 2 text(s) with nothing in them (null or blank) left out: row(s) "
+            "300, 302") in caplog.text
 
 
 def test_a_split_with_no_text_at_all_is_an_error(tmp_path):
@@ -296,7 +269,7 @@ def test_a_split_with_no_text_at_all_is_an_error(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"text": ["", None], "label": [0, 1]}), copy / "test.parquet")
-    with pytest.raises(DataError, match="test split: no review has any text"):
+    with pytest.raises(DataError, match="test split: no row has any text"):
         make_datamodule(tmp_path, copy).prepare_data()
 
 
@@ -325,44 +298,11 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, parquet_copy, caplo
     with caplog.at_level(logging.WARNING):
         again.prepare_data()
         again.setup("fit")
-    assert "is unreadable" in caplog.text and "deleted and rebuilt" in caplog.text
+    assert "is unreadable" in caplog.text and "it is derived data, so it is built again" \
+        in caplog.text
     for split in ("train", "val", "test"):
         assert torch.equal(again.splits[split].ids, first.splits[split].ids)
     assert torch.load(path, weights_only=True)  # whole again
-
-
-TRICKY = ["A wonderful film!<br /><br />Loved it... 10/10", "Ünïcödé café, naïve ﬁlm\x85next",
-          "[UNK] and [PAD] in the text", "wow!!?? really?!", "", "   ", "a<br />b<BR />c<br/>d",
-          "don't won't 'quoted' under_score x2 2x", "tab\tnew\nline\r\nend",
-          "\uff26\uff55\uff4c\uff4c width",  # full-width letters
-          'Not bad. "Good" (really), x-y; a:b *c/d ^e \\f]g -- end.']
-
-
-def test_the_punctuation_true_pipeline_is_the_one_of_earlier_releases():
-    # Checkpoints and caches hold the tokenizer: punctuation=True must stay byte for byte.
-    normalizer = json.loads(build_tokenizer(True).to_str())["normalizer"]
-    assert normalizer["normalizers"][-1]["pattern"] == {"Regex": "[^\\w'!?]+"}
-    pre = json.loads(build_tokenizer(True).to_str())["pre_tokenizer"]
-    assert pre["pretokenizers"][1]["pattern"] == {"Regex": "[!?]"}
-
-
-@pytest.mark.parametrize("punctuation", [False, True, '!?.,;:"()-*/', "]^-[\\"])
-@pytest.mark.parametrize(("padding", "truncating"), [("pre", "pre"), ("post", "post")])
-def test_the_compiled_word_ids_match_tokenizers(monkeypatch, punctuation, padding, truncating):
-    """The compiled kernel (ASCII texts) and `tokenizers` (everything) give the same
-    vocabulary and the same ids, on texts made to catch the differences."""
-    from gru_lightning import preprocessing
-    from tests.conftest import synthetic_reviews
-
-    texts = TRICKY + [t for t, _ in synthetic_reviews(200, seed=4)]
-    fast = TextEncoder.fit(texts, 40, 12, padding, truncating, punctuation)
-    assert fast._word_ids() is not None  # the kernel is in use
-    monkeypatch.setattr(preprocessing, "word_ids_extension", lambda: None)
-    slow = TextEncoder.fit(texts, 40, 12, padding, truncating, punctuation)
-    assert slow._word_ids() is None
-    assert fast.tokenizer.to_str() == slow.tokenizer.to_str()
-    assert torch.equal(fast.encode(texts), slow.encode(texts))
-    assert torch.equal(fast.encode(texts), slow._encode_with_tokenizers(texts))
 
 
 def test_split_texts_match_the_tensors_and_survive_a_cache_without_them(tmp_path,

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_REVIEWS, BATCH = 1100, 50  # 1,000 after the validation hold-out: 20 steps per epoch
 STEPS_PER_EPOCH = 20
 SMALL = ["data.max_features=100", "data.maxlen=24", "data.val_size=100",
-         f"data.batch_size={BATCH}", "model.embedding_dim=16", "model.hidden_size=16",
+         f"data.batch_size={BATCH}", "model.net.embedding_dim=16", "model.net.hidden_size=16",
          "callbacks.progress_bar=null", "callbacks.model_summary=null", "test=false"]
 
 
@@ -149,10 +149,10 @@ def test_sigkill_while_a_checkpoint_is_written_keeps_the_previous_one(tmp_path, 
 
 def test_a_diverging_run_stops_at_once(tmp_path, data):
     run = tmp_path / "run"
-    code, output = finish(start(run, tmp_path / "cache", data, "model.lr=1e6",
+    code, output = finish(start(run, tmp_path / "cache", data, "model.optimizer.lr=1e6",
                                 "trainer.max_epochs=3"))
     assert code == 1
-    assert "training diverged" in output and "model.lr" in output
+    assert "training diverged" in output and "(model.optimizer.lr, now 1000000.0)" in output
     assert "Traceback" not in output and "Test Accuracy" not in output
     record = status(run)
     assert record["status"] == "diverged" and record["step"] < 10 and record["epochs"] == 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gru_lightning import threads
-from gru_lightning.threads import CPUThreads
+from gru_lightning.runtime import threads
+from gru_lightning.runtime.threads import CPUThreads
 
 
 class FakeMachine:

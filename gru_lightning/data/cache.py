@@ -29,15 +29,17 @@ def lock(path: Path) -> FileLock:
 
 
 def load_or_build(path: Path, build: Callable[[], Any], what: str,
-                  check: Callable[[Any], None] | None = None) -> Any:
+                  check: Callable[[Any], None] | None = None, say_found: bool = True) -> Any:
     """The cached value at `path`, or `build()`'s, saved there. A file that does not load (or
-    that `check` rejects) is derived data: it is rebuilt, with a warning."""
+    that `check` rejects) is derived data: it is rebuilt, with a warning. `say_found=False`
+    where the caller has said it already."""
     with lock(path):
         try:
             value = torch.load(path, weights_only=True)
             if check is not None:
                 check(value)
-            log.info("%s found in cache %s", what, path)
+            if say_found:
+                log.info("%s found in cache %s", what, path)
             return value
         except FileNotFoundError:
             pass

@@ -251,7 +251,7 @@ class TextDataModule(L.LightningDataModule):
                 raise ValueError("splits or class names missing")
 
         data = cache.load_or_build(path, lambda: self._build_tensors(path), "Tokenized data",
-                                   check)
+                                   check, say_found=False)  # prepare_data said it
         self.text_encoder = TextEncoder.from_dict(data["text_encoder"])
         self.class_names = list(data["class_names"])
         self.splits = {name: TensorBatchDataset(s["ids"], s["labels"])

@@ -1,5 +1,6 @@
-"""The n-gram branch (ngram=nbsvm): features, the NB-weighted fit, the cache, stacking on
-the GRU through the entry point, and predict on its checkpoint."""
+"""The n-gram model (ngrams.py) and its stack on the network (stack.py, ngram=nbsvm):
+features, the NB-weighted fit, the stacking weights, the cache, the stage through the entry
+point, and predict on its checkpoint."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gru_lightning.ngrams import NGramModel, fit_stacking, stack
-from gru_lightning.predict import SentimentClassifier, main
+from gru_lightning.ngrams import NGramModel
+from gru_lightning.predict import Predictor, main
+from gru_lightning.stack import NGramStack, fit_stacking, stack
 from gru_lightning.train import train
 from tests.conftest import compose_train_config, synthetic_reviews
 
@@ -57,11 +59,12 @@ def test_fit_learns_synthetic_reviews_and_round_trips():
 
 
 def test_bad_settings_and_labels_are_clear_errors():
-    with pytest.raises(ValueError, match=re.escape("ngram.max_n must be a positive integer")):
+    with pytest.raises(ValueError, match=re.escape("ngram.model.max_n must be a positive "
+                                                   "integer")):
         NGramModel(max_n=0)
-    with pytest.raises(ValueError, match=re.escape("ngram.l2 must be positive")):
+    with pytest.raises(ValueError, match=re.escape("ngram.model.l2 must be positive")):
         NGramModel(l2=0.0)
-    with pytest.raises(ValueError, match=r"max_vocab\*\*ngram.max_n must be < 2\*\*62"):
+    with pytest.raises(ValueError, match=r"max_vocab\*\*ngram.model.max_n must be < 2\*\*62"):
         NGramModel(max_n=4, max_vocab=10**6)
     with pytest.raises(ValueError, match="labels 0 and 1, both present"):
         NGramModel().fit(["a", "b"], torch.tensor([1, 1]))
@@ -79,7 +82,7 @@ def test_punctuation_marks_are_words_of_their_own():
         NGramModel(punctuation="ab")
 
 
-def _scores(logits: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+def _features(logits: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
     return torch.stack([logits, torch.log1p(words.float())], dim=1)
 
 
@@ -89,8 +92,8 @@ def test_stacking_weighs_the_better_logit_more():
     signal = (labels * 2 - 1) * 2
     strong = signal + torch.randn(1000)
     weak = signal + 4 * torch.randn(1000)
-    stacking = fit_stacking(weak, _scores(strong, torch.full((1000,), 200)), labels)
-    assert stacking["ngram"] > stacking["rnn"] > 0
+    stacking = fit_stacking(weak, _features(strong, torch.full((1000,), 200)), labels)
+    assert stacking["ngram"] > stacking["net"] > 0
 
 
 def test_stacking_trusts_each_model_where_it_is_better():
@@ -101,38 +104,43 @@ def test_stacking_trusts_each_model_where_it_is_better():
     signal = (labels * 2 - 1) * 2
     words = torch.where(torch.arange(2000) % 2 == 0, 50, 1500)
     long = words > 100
-    rnn = signal + torch.where(long, 6.0, 0.5) * torch.randn(2000)
+    net = signal + torch.where(long, 6.0, 0.5) * torch.randn(2000)
     ngram = signal + torch.where(long, 0.5, 6.0) * torch.randn(2000)
-    scores = _scores(ngram, words)
-    stacking = fit_stacking(rnn, scores, labels)
-    assert stacking["ngram_by_length"] > 0 > stacking["rnn_by_length"]
-    stacked = stack(stacking, rnn, scores)
-    plain = rnn + ngram
+    features = _features(ngram, words)
+    stacking = fit_stacking(net, features, labels)
+    assert stacking["ngram_by_length"] > 0 > stacking["net_by_length"]
+    stacked = stack(stacking, net, features)
+    plain = net + ngram
     accuracy = lambda z: ((z > 0).float() == labels).float().mean()  # noqa: E731
     assert accuracy(stacked) > accuracy(plain) + 0.05
 
 
 def test_stacked_run_through_hydra_then_predict(compose_train, capsys):
-    cfg = compose_train("ngram=nbsvm", "ngram.buckets_log2=14", "trainer.max_epochs=2")
+    cfg = compose_train("ngram=nbsvm", "ngram.model.buckets_log2=14", "trainer.max_epochs=2")
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
     assert metrics["ngram/val_acc"] >= 0.9 and metrics["ngram/test_acc"] >= 0.9
     assert metrics["test/acc"] >= 0.9
-    assert "val/rnn_acc" in metrics  # the GRU alone, beside the stack's val/acc
+    assert metrics["val/net_acc"] >= 0.9  # the network alone, beside the stack's val/acc
     assert json.loads((run / "metrics.json").read_text())["ngram/test_acc"] == pytest.approx(
         metrics["ngram/test_acc"])
     cached = list(Path(cfg.paths.cache_dir).glob("ngram-*.pt"))
     assert len(cached) == 1
 
     checkpoint = run / "checkpoints" / "last.ckpt"
-    classifier = SentimentClassifier.from_checkpoint(checkpoint)
-    assert classifier.model.ngram is not None and set(classifier.model.stacking) >= {
-        "rnn", "ngram", "rnn_by_length", "ngram_by_length", "length", "bias"}
+    classifier = Predictor.from_checkpoint(checkpoint)
+    assert classifier.stack is not None and set(classifier.stack.weights) >= {
+        "net", "ngram", "net_by_length", "ngram_by_length", "length", "bias"}
     reviews = ["great superb wonderful film", "awful boring terrible film"]
     assert [p.label for p in classifier.predict(reviews)] == ["pos", "neg"]
-    # The stack, not the network alone: its probabilities differ from the GRU's.
-    gru_alone = classifier.model.probabilities(classifier.model(classifier.encoder.encode(reviews)))
-    assert not torch.allclose(classifier.predict_proba(reviews), gru_alone)
+    # The stack, not the network alone: its probabilities are the stack of both logits.
+    ids = classifier.encoder.encode(reviews)
+    with torch.no_grad():
+        net_logits = classifier.network(ids)
+    expected = torch.sigmoid(stack(classifier.stack.weights, net_logits,
+                                   classifier.stack.model.features(reviews)))
+    torch.testing.assert_close(classifier.predict_proba(reviews), expected)
+    assert not torch.allclose(classifier.predict_proba(reviews), torch.sigmoid(net_logits))
 
     capsys.readouterr()  # what training printed
     assert main([str(checkpoint), "--jsonl", *reviews]) == 0
@@ -144,7 +152,7 @@ def test_stacked_run_through_hydra_then_predict(compose_train, capsys):
 
 def test_the_network_trains_on_top_of_out_of_fold_scores_with_ema(compose_train):
     # callbacks=ema deep-copies the model, n-gram model and its word encoder included.
-    cfg = compose_train("ngram=nbsvm", "ngram.buckets_log2=14", "ngram.folds=3",
+    cfg = compose_train("ngram=nbsvm", "ngram.model.buckets_log2=14", "ngram.folds=3",
                         "callbacks=ema", "trainer.max_epochs=2")
     metrics = train(cfg)
     assert metrics["test/acc"] >= 0.9
@@ -153,7 +161,7 @@ def test_the_network_trains_on_top_of_out_of_fold_scores_with_ema(compose_train)
     assert scores.shape == (500,)  # 600 training reviews less 100 for validation
     checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt",
                             weights_only=False)
-    assert checkpoint["ngram"]["settings"]["folds"] == 3
+    assert checkpoint["stack"]["folds"] == 3
 
 
 def test_out_of_fold_scores_come_from_models_that_did_not_see_the_text():
@@ -167,27 +175,27 @@ def test_out_of_fold_scores_come_from_models_that_did_not_see_the_text():
     assert ((in_sample > 0).long() == labels).all()
     # Out of fold, no text's own word was seen: the scores carry no more than chance.
     assert ((out_of_fold > 0).long() == labels).float().mean() <= 0.6
-    with pytest.raises(ValueError, match=re.escape("ngram.folds must be an integer >= 2")):
+    with pytest.raises(ValueError, match=re.escape("folds must be an integer >= 2")):
         model.out_of_fold_logits(texts, labels, folds=1)
     with pytest.raises(ValueError, match=re.escape("ngram.folds must be 0")):
-        NGramModel(folds=1)
+        NGramStack(NGramModel(), folds=1)
 
 
 def test_a_second_run_reads_the_ngram_model_from_the_cache(compose_train, tmp_path, caplog):
-    first = train(compose_train("ngram=nbsvm", "ngram.buckets_log2=14"))
+    first = train(compose_train("ngram=nbsvm", "ngram.model.buckets_log2=14"))
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="gru_lightning.train"):
-        second = train(compose_train("ngram=nbsvm", "ngram.buckets_log2=14", "seed=3",
+    with caplog.at_level(logging.INFO, logger="gru_lightning.data.cache"):
+        second = train(compose_train("ngram=nbsvm", "ngram.model.buckets_log2=14", "seed=3",
                                      f"paths.output_dir={tmp_path / 'again'}"))
-    assert "n-gram model found in cache" in caplog.text
+    assert "N-gram model found in cache" in caplog.text
     assert second["ngram/test_acc"] == first["ngram/test_acc"]
 
 
 def test_a_damaged_ngram_cache_is_refitted(compose_train, tmp_path, caplog):
-    first = train(compose_train("ngram=nbsvm", "ngram.buckets_log2=14"))
+    first = train(compose_train("ngram=nbsvm", "ngram.model.buckets_log2=14"))
     (cached,) = Path(tmp_path / "cache").glob("ngram-*.pt")
     cached.write_bytes(b"not a checkpoint")
-    again = train(compose_train("ngram=nbsvm", "ngram.buckets_log2=14",
+    again = train(compose_train("ngram=nbsvm", "ngram.model.buckets_log2=14",
                                 f"paths.output_dir={tmp_path / 'again'}"))
     assert "is unreadable" in caplog.text
     assert again["ngram/test_acc"] == first["ngram/test_acc"]
