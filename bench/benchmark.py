@@ -15,18 +15,19 @@ Any `train.py` override works. Reports, for that config:
   (`pip install -e ".[keras]"`), the Keras notebook's model on the same token ids
   (bench/keras_notebook.py, its own process, its second epoch: the first one includes
   TensorFlow's tracing); alternating, best of REPEATS each;
-- inference reviews/s: text to probability through `SentimentClassifier`, and ids to
-  probability through the model alone;
+- inference texts/s: text to probability through `Predictor`, and ids to probability
+  through the network alone;
 - `python train.py <overrides> trainer.max_epochs=1` as a user runs it: its peak RSS, then
   the prediction command (`python -m gru_lightning.predict`) on its checkpoint over the
   test reviews, start-up included;
-- the issue-12 targets against these figures;
+- the speed and memory targets against these figures;
 - with --scaling, training samples/s against batch size, hidden size and maxlen.
 Writes bench/results/benchmark-<experiment>.{json,md}.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import resource
@@ -41,17 +42,19 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from gru_lightning.fused_gru import available_extension
-from gru_lightning.sources import IMDBDataModule
 from hydra.utils import instantiate
 from memory import train_run
 from omegaconf import DictConfig
 from predict_speed import predict_command
 
 from gru_lightning import train as entry
-from gru_lightning.model import SentimentRNN
-from gru_lightning.predict import SentimentClassifier
-from gru_lightning.preprocessing import TextEncoder, word_ids_extension
+from gru_lightning.data import TextDataModule
+from gru_lightning.model import TextClassifier
+from gru_lightning.networks import RNN
+from gru_lightning.predict import Predictor
+from gru_lightning.preprocessing import TextEncoder
+from gru_lightning.runtime.fused_gru import available_extension
+from gru_lightning.runtime.kernels import word_ids_kernel
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -71,7 +74,7 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def data_preparation(cfg: DictConfig, cache: str) -> tuple[IMDBDataModule, dict[str, float]]:
+def data_preparation(cfg: DictConfig, cache: str) -> tuple[TextDataModule, dict[str, float]]:
     """Tokenize into the empty folder `cache`, then load from it as a second run does."""
     cold = instantiate(cfg.data, cache_dir=cache)
     start = time.perf_counter()
@@ -87,11 +90,11 @@ def data_preparation(cfg: DictConfig, cache: str) -> tuple[IMDBDataModule, dict[
     return warm, {"cold_s": cold_s, "cached_s": cached_s}
 
 
-def tokenization(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
+def tokenization(cfg: DictConfig, data: TextDataModule) -> dict[str, float]:
     """The tokenizer's own cold work, without reading, checks or the cache: the vocabulary
     from the 25,000 training reviews, then ids for those and the 25,000 test reviews."""
-    raw = data.read()
-    train, test = (raw[split][data.text_columns[0]][:] for split in ("train", "test"))
+    raw = data.source.read()
+    train, test = (raw[split][data.source.text_columns[0]][:] for split in ("train", "test"))
     start = time.perf_counter()
     encoder = TextEncoder.fit(train, cfg.data.max_features, cfg.data.maxlen, cfg.data.padding,
                               cfg.data.truncating, cfg.data.punctuation)
@@ -100,15 +103,15 @@ def tokenization(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
     return {"reviews": len(train) + len(test), "seconds": time.perf_counter() - start}
 
 
-def hand_loop_epoch(cfg: DictConfig, data: IMDBDataModule,
+def hand_loop_epoch(cfg: DictConfig, data: TextDataModule,
                     fused_gru: bool = False) -> dict[str, float]:
     """The plain PyTorch loop a person would write: shuffle, slice, step; then evaluate.
     With PyTorch's nn.GRU, or (fused_gru) with this project's kernel, which isolates what
     Lightning and the project's logging cost."""
     torch.manual_seed(cfg.seed)
     torch.set_flush_denormal(False)  # PyTorch's default; the project's runs set their own
-    model = instantiate(cfg.model, fused_gru=fused_gru)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr)
+    model = instantiate(cfg.model.net, fused_gru=fused_gru).build(data.num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.optimizer.lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     train, val = data.splits["train"], data.splits["val"]
     start = time.perf_counter()
@@ -152,14 +155,14 @@ class EpochTimer(L.Callback):
         self.end = time.perf_counter()  # after every on_train_epoch_end, checkpoints included
 
 
-def project_epoch(cfg: DictConfig, data: IMDBDataModule,
+def project_epoch(cfg: DictConfig, data: TextDataModule,
                   **trainer_options: Any) -> dict[str, float]:
     """One epoch of exactly what `python train.py` runs: its callbacks, logger, metrics;
     `trainer_options` go to the Trainer as well (bench/profile_epoch.py: a profiler)."""
     L.seed_everything(cfg.seed)
     torch.set_flush_denormal(cfg.flush_denormal)  # as train.py does
     timer = EpochTimer()
-    model = instantiate(cfg.model)
+    model = instantiate(cfg.model, num_classes=data.num_classes)
     trainer = instantiate(cfg.trainer, callbacks=[*entry._instantiate_all(cfg.callbacks), timer],
                           logger=entry._instantiate_all(cfg.logger) or False,
                           **trainer_options)
@@ -174,7 +177,7 @@ def keras_installed() -> bool:
     return all(importlib.util.find_spec(name) for name in ("tensorflow", "keras"))
 
 
-def write_keras_arrays(data: IMDBDataModule, path: Path) -> None:
+def write_keras_arrays(data: TextDataModule, path: Path) -> None:
     """The project's token ids and labels for bench/keras_notebook.py."""
     train, val = data.splits["train"], data.splits["val"]
     np.savez(path, x_train=train.ids.numpy().astype(np.int32), y_train=train.labels.numpy(),
@@ -205,19 +208,18 @@ def user_run(overrides: list[str], output_dir: str,
     return run
 
 
-def inference(cfg: DictConfig, data: IMDBDataModule) -> dict[str, float]:
-    model = instantiate(cfg.model)
-    model.text_encoder = data.text_encoder
-    classifier = SentimentClassifier(model, device="cpu")
-    texts = list(data.read()["test"]["text"])
+def inference(cfg: DictConfig, data: TextDataModule) -> dict[str, float]:
+    network = instantiate(cfg.model.net).build(data.num_classes)
+    predictor = Predictor(network, data.text_encoder, data.class_names, device="cpu")
+    texts = list(data.source.read()["test"]["text"])
     start = time.perf_counter()
-    classifier.predict_proba(texts)  # its default batch size
+    predictor.predict_proba(texts)  # its default batch size
     text_s = time.perf_counter() - start
     ids = data.splits["test"].ids
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(ids), 256):
-            model(ids[i : i + 256])
+            network(ids[i : i + 256])
     ids_s = time.perf_counter() - start
     return {"reviews": len(texts), "text_reviews_per_s": len(texts) / text_s,
             "ids_reviews_per_s": len(ids) / ids_s}
@@ -229,7 +231,8 @@ def training_samples_per_s(batch_size: int, hidden_size: int, maxlen: int,
     denormals flushed as train.py does by default."""
     torch.manual_seed(0)
     torch.set_flush_denormal(True)
-    model = SentimentRNN(hidden_size=hidden_size)
+    model = TextClassifier(RNN(hidden_size=hidden_size), 2, optimizer=functools.partial(
+        torch.optim.Adam, lr=1e-3, fused=True))
     optimizer = model.configure_optimizers()
     ids = torch.randint(0, 10000, (batch_size, maxlen))
     labels = torch.randint(0, 2, (batch_size,)).float()
@@ -258,7 +261,8 @@ def scaling() -> list[dict[str, Any]]:
 
 
 def targets(report: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
-    """(figure, measured, target, met) for issue 12's goals; met is None where not measured."""
+    """(figure, measured, target, met) for the speed and memory goals; met is None where not
+    measured."""
     best, prep, inf = report["best"], report["data_preparation"], report["inference"]
     project = best["project"]
     rows: list[tuple[str, str, str, bool | None]] = [
@@ -267,7 +271,7 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
          prep["tokenization"]["seconds"] <= 4),
         ("data preparation, cold (read, check, tokenize 50,000 reviews, cache)",
          f"{prep['cold_s']:.1f} s", "<= 4 s", prep["cold_s"] <= 4),
-        ("inference from text (`SentimentClassifier.predict_proba`)",
+        ("inference from text (`Predictor.predict_proba`)",
          f"{inf['text_reviews_per_s']:,.0f} reviews/s", ">= 10,000 reviews/s",
          inf["text_reviews_per_s"] >= 10_000),
     ]
@@ -328,7 +332,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"| {prep['cold_s']:.1f} | {prep['cached_s']:.2f} | {inf['text_reviews_per_s']:,.0f} | "
         f"{inf['ids_reviews_per_s']:,.0f} | {user['train']['peak_rss_mb']:,.0f} | "
         f"{report['peak_memory_mb']:,.0f} |",
-        "", "Targets (issue 12):", "", "| figure | measured | target | met |", "|---|---|---|---|",
+        "", "Targets:", "", "| figure | measured | target | met |", "|---|---|---|---|",
     ]
     for figure, measured, target, met in targets(report):
         mark = "-" if met is None else ("yes" if met else "**no**")
@@ -346,7 +350,7 @@ def main(argv: list[str]) -> None:
     # Build (or load) both compiled kernels before any timing: a checkout whose sources differ
     # from the last build's rebuilds them on first use, ~40 s each.
     available_extension()
-    word_ids_extension()
+    word_ids_kernel()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = bench_config(overrides, tmp)
         data, prep = data_preparation(cfg, cache=f"{tmp}/cache")

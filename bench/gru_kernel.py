@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import torch
-from gru_lightning.fused_gru import FusedGRU, extension
 from torch import nn
+
+from gru_lightning.runtime.fused_gru import FusedGRU
+from gru_lightning.runtime.kernels import gru_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(64, 100, 64), (64, 400, 64), (64, 100, 128), (256, 100, 64)]  # batch, steps, hidden
@@ -30,7 +32,7 @@ def milliseconds(fn, calls: int = 20) -> float:
 
 def main() -> None:
     torch.set_flush_denormal(True)
-    extension()  # build or load outside the timings
+    gru_kernel()  # build or load outside the timings
     lines = ["`python bench/gru_kernel.py`", "",
              f"torch {torch.__version__}, {torch.get_num_threads()} threads", "",
              "| batch | steps | hidden | nn.GRU fwd ms | fused fwd ms | nn.GRU fwd+bwd ms | "

@@ -28,27 +28,27 @@ import torch
 from hydra.utils import instantiate
 
 from gru_lightning import train as entry
-from gru_lightning.ngrams import fit_stacking, stack
-from gru_lightning.predict import SentimentClassifier
+from gru_lightning.predict import Predictor
+from gru_lightning.stack import fit_stacking, stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = [
     [],
     ["ngram.punctuation=true"],  # "!" and "?" the only marks read as words
-    ["ngram.max_n=2"],
-    ["ngram.buckets_log2=24"],
-    ["ngram.l2=0.5"],
-    ["ngram.l2=2.0"],
+    ["ngram.model.max_n=2"],
+    ["ngram.model.buckets_log2=24"],
+    ["ngram.model.l2=0.5"],
+    ["ngram.model.l2=2.0"],
 ]
 
 
 @torch.inference_mode()
 def network_logits(checkpoint: str, texts: list[str]) -> torch.Tensor:
     """The checkpoint's network alone (no n-gram model), logits per text."""
-    classifier = SentimentClassifier.from_checkpoint(checkpoint, device="cpu")
-    if classifier.model.ngram is not None:
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    if predictor.stack is not None:
         raise SystemExit(f"{checkpoint} already stacks an n-gram model: give a GRU's checkpoint")
-    return torch.cat([classifier.model(classifier.encoder.encode(texts[i : i + 1024]))
+    return torch.cat([predictor.network(predictor.encoder.encode(texts[i : i + 1024]))
                       for i in range(0, len(texts), 1024)])
 
 
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> None:
             data.prepare_data()
             data.setup("fit")
             texts = data.split_texts()
-            model = instantiate(cfg.ngram)
+            model = instantiate(cfg.ngram.model)
             start = time.perf_counter()
             model.fit(texts["train"], data.splits["train"].labels)
             fit_s = time.perf_counter() - start
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> None:
                 labels = {split: data.splits[split].labels for split in ("val", "test")}
                 gru = gru or {split: network_logits(gru_checkpoint, texts[split])
                               for split in labels}
-                ngram = {split: model.scores(texts[split]) for split in labels}
+                ngram = {split: model.features(texts[split]) for split in labels}
                 weights = fit_stacking(gru["val"], ngram["val"], labels["val"])
                 for split in labels:
                     logits = stack(weights, gru[split], ngram[split])

@@ -19,6 +19,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from gru_lightning import __version__
 from gru_lightning.networks.base import NetworkSettings
 
@@ -39,8 +41,6 @@ def read(path: str | Path, setting: str = "checkpoint ", weights_only: bool = Tr
     format; `CheckpointError` with one line naming `setting` and the file when it is missing,
     truncated or not a checkpoint. `weights_only=False` also reads what resuming needs
     (callback states), and so may run code from the file: for a run's own checkpoints only."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{setting}{str(path)!r} does not exist")

@@ -50,7 +50,7 @@ class TextClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "stack"])
         self.net_settings = net
         self.net = net.build(num_classes)
-        self.optimizer = optimizer
+        self.make_optimizer = optimizer
         self.stack = stack
         self.binary = num_classes == 2
         self.loss_fn = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
@@ -160,9 +160,9 @@ class TextClassifier(L.LightningModule):
         return self.probabilities(logits)
 
     def configure_optimizers(self) -> Any:
-        if self.optimizer is None:
+        if self.make_optimizer is None:
             raise RuntimeError("this classifier was built without an optimizer: it predicts only")
-        optimizer = self.optimizer(params=self.parameters())
+        optimizer = self.make_optimizer(params=self.parameters())
         if self.hparams.lr_schedule == "constant":
             return optimizer
         # Steps of the whole run (all epochs), so a resumed run continues the same curve.

@@ -193,6 +193,11 @@ class TextEncoder:
         encodings = self.tokenizer.encode_batch_fast(texts)
         return torch.from_numpy(np.array([e.ids for e in encodings], dtype=np.int64))
 
+    @property
+    def uses_kernel(self) -> bool:
+        """Whether the compiled word-id kernel encodes this encoder's plain ASCII texts."""
+        return self._word_ids() is not None
+
     def _word_ids(self) -> Any:
         if self._fast is None:
             kernel, marks = word_ids_kernel(), _punctuation_of(self.tokenizer)

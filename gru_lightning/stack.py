@@ -85,9 +85,25 @@ class NGramStack:
         # Parallel sweep jobs fit it once.
         fitted = cache.load_or_build(path, fit, "N-gram model")
         self.model = NGramModel.from_dict(fitted["model"])
-        if self.folds:  # the network trains on top of the out-of-fold logits
+        metrics = self._add_features(datamodule, texts, fitted.get("train_logits"))
+        metrics["ngram/seconds"] = time.perf_counter() - start
+        log.info("n-gram model alone: val accuracy %.4f, test accuracy %.4f (%.1f s, the "
+                 "stage in all)", metrics["ngram/val_acc"], metrics["ngram/test_acc"],
+                 metrics["ngram/seconds"])
+        return metrics
+
+    def add_features(self, datamodule: TextDataModule) -> dict[str, float]:
+        """The fitted model's features of the validation and test texts as a column of the
+        splits, gathered with every batch (a stack read from a checkpoint scores new data
+        so); returns its accuracies on them."""
+        return self._add_features(datamodule, datamodule.split_texts(), None)
+
+    def _add_features(self, datamodule: TextDataModule, texts: dict[str, list[str]],
+                      train_logits: torch.Tensor | None) -> dict[str, float]:
+        # With out-of-fold logits of the training texts, the network trains on top of them.
+        if train_logits is not None:
             features = self.model.features(texts["train"])
-            features[:, 0] = fitted["train_logits"]
+            features[:, 0] = train_logits
             datamodule.splits["train"].add_column(FEATURE, features)
         metrics = {}
         for split in ("val", "test"):
@@ -96,10 +112,6 @@ class NGramStack:
             labels = datamodule.splits[split].labels.cpu()
             metrics[f"ngram/{split}_acc"] = ((features[:, 0] > 0).float() == labels
                                              ).float().mean().item()
-        metrics["ngram/seconds"] = time.perf_counter() - start
-        log.info("n-gram model alone: val accuracy %.4f, test accuracy %.4f (%.1f s, the "
-                 "stage in all)", metrics["ngram/val_acc"], metrics["ngram/test_acc"],
-                 metrics["ngram/seconds"])
         return metrics
 
     # ---- hooks of the classifier ----------------------------------------------------------
@@ -113,6 +125,9 @@ class NGramStack:
             return logits + batch[FEATURE][:, 0] if FEATURE in batch else logits
         if stage == "val":
             return logits
+        if FEATURE not in batch:
+            raise RuntimeError("the batches carry no n-gram features: the stack's prepare() "
+                               "(or add_features()) adds them to the data first")
         return stack(self._fitted(), logits, batch[FEATURE])
 
     def fit_on_validation(self, outputs: dict[str, torch.Tensor],

@@ -60,7 +60,7 @@ def test_the_lightning_module_loads_release_0_1_0(compose_train):
     assert model.stack is not None and model.class_names == ["neg", "pos"]
     datamodule = instantiate(compose_train(*OLD_SETTINGS).data)
     datamodule.setup("fit")
-    model.stack.prepare(datamodule)  # the features of the test texts; the weights stay
+    model.stack.add_features(datamodule)  # the checkpoint's n-gram model scores the texts
     import lightning as L
 
     tested = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False

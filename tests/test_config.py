@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra._internal.utils import _locate
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from gru_lightning.data.base import TextSource
@@ -40,7 +40,7 @@ def _parameters(target) -> dict[str, inspect.Parameter]:
 
 
 def _check(node: DictConfig, where: str) -> None:
-    target = _locate(node._target_)
+    target = get_object(node._target_)
     parameters = _parameters(target)
     own = node._target_.startswith("gru_lightning.")
     for key in node:

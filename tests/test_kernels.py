@@ -199,13 +199,12 @@ def test_the_word_id_kernel_matches_tokenizers(monkeypatch, word_ids_kernel, pun
 
     texts = TRICKY + [t for t, _ in synthetic_reviews(200, seed=4)]
     fast = TextEncoder.fit(texts, 40, 12, padding, truncating, punctuation)
-    assert fast._word_ids() is not None  # the kernel is in use
+    assert fast.uses_kernel
     monkeypatch.setattr(preprocessing, "word_ids_kernel", lambda: None)
     slow = TextEncoder.fit(texts, 40, 12, padding, truncating, punctuation)
-    assert slow._word_ids() is None
+    assert not slow.uses_kernel  # tokenizers alone, every text
     assert fast.tokenizer.to_str() == slow.tokenizer.to_str()
     assert torch.equal(fast.encode(texts), slow.encode(texts))
-    assert torch.equal(fast.encode(texts), slow._encode_with_tokenizers(texts))
 
 
 def test_without_a_compiler_words_are_counted_and_encoded_by_tokenizers(monkeypatch):
@@ -217,7 +216,7 @@ def test_without_a_compiler_words_are_counted_and_encoded_by_tokenizers(monkeypa
     try:
         assert kernels.word_ids_kernel() is None
         encoder = TextEncoder.fit(["a b c", "a b", "a"], max_features=5, maxlen=4)
-        assert encoder._word_ids() is None
+        assert not encoder.uses_kernel
         # Most frequent first after [PAD] and [UNK]: a=2, b=3, c=4.
         assert encoder.encode(["c b a zzz"]).tolist() == [[4, 3, 2, 1]]
     finally:

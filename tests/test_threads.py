@@ -70,10 +70,11 @@ def test_never_fewer_than_one_thread_and_measures_only_every_interval(machine):
     callback = make(machine, cores=2)
     machine.advance(0.1, own_cores=2.0, other_cores=5.0)
     callback.on_train_batch_end()  # too soon: not measured
-    assert callback._proposed is None
-    for _ in range(2):
-        machine.advance(0.3, own_cores=1.0, other_cores=5.0)
-        callback.on_train_batch_end()
+    machine.advance(0.3, own_cores=1.0, other_cores=5.0)
+    callback.on_train_batch_end()  # the first measurement: one alone changes nothing
+    assert torch.get_num_threads() == 2
+    machine.advance(0.3, own_cores=1.0, other_cores=5.0)
+    callback.on_train_batch_end()  # the second agrees: one thread, not fewer
     assert torch.get_num_threads() == 1
 
 

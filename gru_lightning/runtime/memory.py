@@ -4,13 +4,12 @@ A training step allocates and frees buffers of a few MB (activations kept for th
 pass, the GRU kernel's gates). glibc serves the first ones with mmap and returns them on
 free, but each such free raises its dynamic mmap threshold, so from then on buffers of that
 size come from the heap, where freed ones stay mapped when anything long-lived sits between
-them. The metrics' per-step tensors did (the model now keeps its epoch's outputs in one
-tensor: the seed config stays at ~0.55 GB without trimming, issue 12); the n-gram stage and
-long reviews (experiment=gru_nbsvm: 2.5 GB, 1.6 GB with trimming) still leave such holes.
-Fixing the threshold (`MALLOC_MMAP_THRESHOLD_`) maps and faults every buffer in again at
-every step, 1.8x slower. `malloc_trim(0)` gives the free pages back (MADV_DONTNEED, within
-the heap too) and leaves the threshold alone; it costs ~20 ms, so it runs only when the
-process has grown since the last trim.
+them (the model keeps its epoch's outputs in one tensor per column so that nothing of a step
+does; the n-gram stage and long texts still leave such holes). Fixing the threshold
+(`MALLOC_MMAP_THRESHOLD_`) maps and faults every buffer in again at every step, far slower.
+`malloc_trim(0)` gives the free pages back (MADV_DONTNEED, within the heap too) and leaves
+the threshold alone; it costs ~20 ms, so it runs only when the process has grown since the
+last trim. Measurements: docs/experiments.md.
 """
 
 from __future__ import annotations
