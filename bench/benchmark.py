@@ -65,9 +65,11 @@ KERAS_EPOCHS = 2  # the second one is timed: the first includes TensorFlow's tra
 
 def bench_config(overrides: list[str], output_dir: str) -> DictConfig:
     cwd = Path.cwd()
+    # On the CPU: the hand loops and inference share the splits with the project's side,
+    # which an accelerator would move (bash bench/gpu_check.sh measures GPUs).
     return entry.compose_config([f"paths.root_dir={cwd}", f"paths.output_dir={output_dir}",
-                          f"paths.cache_dir={cwd / '.cache'}", *overrides,
-                          "trainer.max_epochs=1"])
+                                 f"paths.cache_dir={cwd / '.cache'}", *overrides,
+                                 "trainer.max_epochs=1", "trainer.accelerator=cpu"])
 
 
 def peak_memory_mb() -> float:

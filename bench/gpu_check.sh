@@ -38,7 +38,8 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 
 start=$(date +%s)
 python3 train.py experiment=keras_seed trainer="$TRAINER" data.local_path=.data/imdb \
-  paths.cache_dir="$OUT/cache" hydra.run.dir="$OUT/run" callbacks.progress_bar=null \
+  paths.cache_dir="$OUT/cache" hydra.run.dir="$OUT/run" \
+  callbacks.progress_bar=null +trainer.enable_progress_bar=false \
   2>&1 | tee "$OUT/train.log" | grep -E "Test Accuracy|Error|error" || true
 echo "train.py wall time: $(( $(date +%s) - start )) s (start-up, tokenization, 3 epochs, test)"
 python3 bench/predict_speed.py "$OUT/run" .data/imdb/test.parquet | tail -3

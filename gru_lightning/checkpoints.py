@@ -42,6 +42,9 @@ def read(path: str | Path, setting: str = "checkpoint ", weights_only: bool = Tr
     truncated or not a checkpoint. `weights_only=False` also reads what resuming needs
     (callback states), and so may run code from the file: for a run's own checkpoints only."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{setting}{str(path)!r} is a folder, not a checkpoint file: give "
+                              "a .ckpt inside it (a run's checkpoints/last.ckpt)")
     if not path.is_file():
         raise FileNotFoundError(f"{setting}{str(path)!r} does not exist")
     try:

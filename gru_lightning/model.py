@@ -81,7 +81,9 @@ class TextClassifier(L.LightningModule):
         return self.net(ids)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Two classes: P(second class) `[batch]`; more: every class's `[batch, classes]`."""
+        """Two classes: P(second class) `[batch]`; more: every class's `[batch, classes]`;
+        in float32 (a bf16 sigmoid reads logits in (0, 0.008) as 0.5 and ties AUROC)."""
+        logits = logits.float()
         return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=-1)
 
     # ---- steps ----------------------------------------------------------------------------

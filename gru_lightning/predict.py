@@ -60,7 +60,7 @@ class Predictor:
     def __init__(self, network: nn.Module, text_encoder: TextEncoder, class_names: Sequence[str],
                  stack: NGramStack | None = None,
                  device: str | torch.device | None = None) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.network = network.to(self.device).eval()
         self.encoder = text_encoder
         self.class_names = list(class_names)
@@ -94,6 +94,8 @@ class Predictor:
     @torch.inference_mode()
     def _classify(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities (see `predict_proba`) and the number of in-vocabulary words, per text."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"--batch-size must be a positive integer, got {batch_size!r}")
         width = () if self.binary else (len(self.class_names),)
         probabilities = [torch.zeros(0, *width)]
         known_words = [torch.zeros(0, dtype=torch.long)]
@@ -104,8 +106,9 @@ class Predictor:
             logits = self.network(ids.to(self.device))
             if self.stack is not None:
                 logits = self.stack.text_logits(logits, chunk)
+            logits = logits.float()
             probabilities.append(
-                (torch.sigmoid(logits) if self.binary else torch.softmax(logits, -1)).float().cpu())
+                (torch.sigmoid(logits) if self.binary else torch.softmax(logits, -1)).cpu())
         return torch.cat(probabilities), torch.cat(known_words)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> torch.Tensor:
@@ -158,6 +161,22 @@ class Predictor:
         (directory / "text_encoder.json").write_text(json.dumps(self.encoder.to_dict()))
         self.network.to(self.device)
         return directory / "model.pt2"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` (default: cuda where there is one, else cpu), or a ValueError that says what
+    to give instead."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a device torch knows: give cpu, cuda, "
+                         "cuda:1, mps, ...") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this torch sees no CUDA GPU "
+                         "(torch.cuda.is_available() is False); give --device cpu")
+    return resolved
 
 
 # ---- reading texts ---------------------------------------------------------------------
@@ -262,9 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 1
 
+    if args.batch_size < 1:
+        return fail(f"--batch-size must be a positive integer, got {args.batch_size}")
     try:
         classifier = Predictor.from_checkpoint(args.checkpoint, args.device)
-    except (FileNotFoundError, CheckpointError) as error:
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
         return fail(str(error))
     if args.export:
         try:

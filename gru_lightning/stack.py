@@ -52,6 +52,9 @@ class NGramStack:
         self.model = model
         self.folds = folds
         self.weights: dict[str, float] | None = None  # fitted at the end of validation
+        # The weights as a tensor on the device that scores, made once per fit: not a new
+        # device tensor (a copy and a sync) for every batch.
+        self._vector: torch.Tensor | None = None
 
     def describe(self) -> str:
         return "an n-gram model (ngram=nbsvm)"
@@ -128,7 +131,7 @@ class NGramStack:
         if FEATURE not in batch:
             raise RuntimeError("the batches carry no n-gram features: the stack's prepare() "
                                "(or add_features()) adds them to the data first")
-        return stack(self._fitted(), logits, batch[FEATURE])
+        return self._stacked(logits, batch[FEATURE])
 
     def fit_on_validation(self, outputs: dict[str, torch.Tensor],
                           gather: Callable[[torch.Tensor], torch.Tensor],
@@ -140,18 +143,20 @@ class NGramStack:
                           outputs["labels"][:, None].float()], 1)
         rows = gather(rows).reshape(-1, 4)
         net, features, labels = rows[:, 0], rows[:, 1:3], rows[:, 3]
-        self.weights = fit_stacking(net, features, labels)
+        self.weights, self._vector = fit_stacking(net, features, labels), None
         net_acc = ((net > 0).float() == labels).float().mean()
         return stack(self.weights, net, features), labels, {"val/net_acc": net_acc}
 
     def text_logits(self, logits: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """The stack's logits for new texts, from the network's."""
-        return stack(self._fitted(), logits, self.model.features(texts).to(logits.device))
+        return self._stacked(logits, self.model.features(texts))
 
-    def _fitted(self) -> dict[str, float]:
+    def _stacked(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         if self.weights is None:
             raise RuntimeError("no stacking weights: they are fitted at the end of validation")
-        return self.weights
+        if self._vector is None or self._vector.device != logits.device:
+            self._vector = weight_vector(self.weights, logits.device)
+        return stack(self.weights, logits, features, self._vector)
 
     # ---- checkpoint state -----------------------------------------------------------------
 
@@ -162,6 +167,7 @@ class NGramStack:
     def load_state(self, state: dict[str, Any]) -> None:
         self.model = NGramModel.from_dict(state["ngram"])
         self.weights = dict(state["stacking"]) if state["stacking"] is not None else None
+        self._vector = None
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> NGramStack:
@@ -211,10 +217,17 @@ def fit_stacking(net_logits: torch.Tensor, features: torch.Tensor,
     return weights
 
 
-def stack(weights: dict[str, float], net_logits: torch.Tensor,
-          features: torch.Tensor) -> torch.Tensor:
-    """The stack's logits from the network's logits and the n-gram model's features."""
-    weight = torch.tensor([weights[k] for k in STACKING_INPUTS], dtype=torch.float64,
-                          device=net_logits.device)
+def weight_vector(weights: dict[str, float], device: torch.device) -> torch.Tensor:
+    """The stacking weights of `STACKING_INPUTS` as one float64 tensor on `device`."""
+    return torch.tensor([weights[k] for k in STACKING_INPUTS], dtype=torch.float64,
+                        device=device)
+
+
+def stack(weights: dict[str, float], net_logits: torch.Tensor, features: torch.Tensor,
+          vector: torch.Tensor | None = None) -> torch.Tensor:
+    """The stack's logits (float32) from the network's logits and the n-gram model's
+    features; `vector`: `weight_vector(weights)` already on the logits' device."""
+    if vector is None:
+        vector = weight_vector(weights, net_logits.device)
     design = _stacking_design(net_logits, features.to(net_logits.device), weights)
-    return (design @ weight + weights["bias"]).to(net_logits.dtype)
+    return (design @ vector + weights["bias"]).float()

@@ -42,6 +42,14 @@ class TensorBatchDataset(Dataset):
 
     def __getitems__(self, indices: Any) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(indices)
+        device = self.columns["ids"].device
+        if index.device != device:
+            # Once, before the gathers: indexing device tensors with a CPU index copies it
+            # with a blocking transfer per column. From pinned memory the copy is
+            # asynchronous, so the CPU runs ahead of the GPU.
+            if device.type == "cuda":
+                index = index.pin_memory()
+            index = index.to(device, non_blocking=True)
         return {name: values[index] for name, values in self.columns.items()}
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from lightning.pytorch.utilities import rank_zero_only
 
 from gru_lightning.runtime.faults import InterruptCheckpoint
 
@@ -24,6 +25,7 @@ class RunInterrupted(Exception):
     """Ctrl-C ended the fit; the message says what was saved and how to resume."""
 
 
+@rank_zero_only  # under DDP every process runs train.py; one writes
 def write_status(output_dir: Path, status: str, metrics: dict[str, Any]) -> None:
     """`metrics.json`: what the sweep report and users read back. "running" from the start,
     so a run killed outright is told apart from a finished one."""

@@ -86,7 +86,10 @@ class CPUThreads(L.Callback):
         if self.threads != "auto":
             torch.set_num_threads(self.threads)
             return
-        torch.set_num_threads(self.cores)
+        # Under DDP this node's processes start with a share of the cores each, not all of
+        # them each; the measurements take it from there.
+        local = trainer.num_devices if trainer is not None and trainer.world_size > 1 else 1
+        torch.set_num_threads(max(1, self.cores // local))
         self._sample = self._read()
         if self._sample is None:
             log.info("CPU load is not readable here (%s): using %d threads", PROC_STAT,
