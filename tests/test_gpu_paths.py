@@ -173,21 +173,19 @@ def test_a_folder_given_as_the_checkpoint_says_so(trained, capsys):
 
 
 def test_the_benchmark_runs_on_the_cpu_and_gpu_check_without_a_progress_bar(tmp_path):
+    from gru_lightning.train import compose_config
+
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         from benchmark import bench_config
+        from epoch_times import EpochTimes
+        from gpu_check import train_overrides
     finally:
         sys.path.remove(str(ROOT / "bench"))
     assert bench_config(["data.local_path=x"], str(tmp_path)).trainer.accelerator == "cpu"
-    # gpu_check.sh's train.py command, composed: the bar off (a null callback would bring
-    # Lightning's default bar back), the trainer it names.
-    script = (ROOT / "bench" / "gpu_check.sh").read_text()
-    command = script[script.index("python3 train.py"):].split("2>&1")[0]
-    overrides = [word.replace('"$TRAINER"', "gpu").replace('"$OUT', str(tmp_path)).strip('"')
-                 for word in command.replace("\\\n", " ").split()[2:]]
-    from gru_lightning.train import compose_config
-
-    cfg = compose_config([f"paths.root_dir={tmp_path}", *overrides])
+    cfg = compose_config([f"paths.root_dir={tmp_path}",
+                          *train_overrides(tmp_path, "gpu", "fit1")])
     assert cfg.trainer.enable_progress_bar is False and cfg.callbacks.progress_bar is None
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "32-true"
-    assert Path(cfg.data.local_path) == Path(".data/imdb")
+    assert cfg.callbacks.epoch_times._target_ == "epoch_times.EpochTimes"
+    assert Path(cfg.data.local_path) == Path(".data/imdb") and EpochTimes
