@@ -17,8 +17,8 @@ from gru_lightning.data.datamodule import TextDataModule
 from gru_lightning.train import CONFIG_DIR, compose_config, train
 from tests.conftest import QUIET, synthetic_reviews, write_parquet_copy
 
-CHOICES = ["data=imdb", "data=hub", "data=files", "data=folder", "model=classifier",
-           "ngram=nbsvm"]
+CHOICES = ["data=imdb", "data=hub", "data=files", "data=folder", "data=lines",
+           "model=classifier", "ngram=nbsvm"]
 # Arguments train.py passes itself: the data's classes, the stack built from conf/ngram.
 FROM_TRAIN_PY = {"num_classes", "stack"}
 
@@ -105,6 +105,7 @@ def test_every_experiment_runs_a_batch(tmp_path, experiment):
                                        ["trainer=ddp_cpu"], ["logger=csv"],
                                        ["callbacks=early_stopping"], ["callbacks=ema"],
                                        ["data=hub"], ["data=files"], ["data=folder"],
+                                       ["data=lines"],
                                        ["hparams_search=optuna"], ["debug=fast_dev_run"]])
 def test_every_config_group_composes_and_instantiates(overrides, tmp_path):
     """What train.py builds before any data work, for each choice of each group."""

@@ -135,6 +135,12 @@ def test_a_hub_data_set_by_name_with_its_class_names(tmp_path, monkeypatch):
                        text_columns=["sentence"], **settings(tmp_path))
     dm.setup("fit")
     assert dm.class_names == names and len(dm.splits["test"]) == 60
+    # Its own validation split instead of a hold-out (here the same split as the test's).
+    validated = HubSource.datamodule(name=str(tmp_path / "hub"), test_split="validation",
+                                     val_split="validation", text_columns=["sentence"],
+                                     **settings(tmp_path, cache_dir=str(tmp_path / "v")))
+    validated.setup("fit")
+    assert [len(validated.splits[s]) for s in ("train", "val", "test")] == [240, 60, 60]
     wrong = HubSource.datamodule(name=str(tmp_path / "hub"), test_split="test",
                                  **settings(tmp_path))
     with pytest.raises(DataError, match=r"has no split 'test' \(data.test_split\); its splits: "
@@ -266,3 +272,92 @@ def test_blank_texts_are_left_out_alike_in_every_source(tmp_path, caplog, kind):
     assert "train split: 3 text(s) with nothing in them (null or blank) left out" in caplog.text
     texts = dm.split_texts()
     assert all(t and t.strip() for t in texts["train"] + texts["val"])
+
+
+def test_a_validation_file_is_used_instead_of_a_hold_out(tmp_path, caplog):
+    rows = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(300, 0)]
+    files = {split: write_table(tmp_path / f"{split}.csv", part) for split, part in
+             (("train", rows[:200]), ("val", rows[200:250]), ("test", rows[250:]))}
+    dm = FilesSource.datamodule(train_file=str(files["train"]), val_file=str(files["val"]),
+                                test_file=str(files["test"]), **settings(tmp_path))
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [200, 50, 50]
+    assert dm.split_texts()["val"] == [r["text"] for r in rows[200:250]]  # the file's, in order
+    assert "data.val_size is not used" in caplog.text
+
+
+def _lines(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def _tweeteval_folder(root: Path) -> Path:
+    """TweetEval's layout: {split}_text.txt, {split}_labels.txt, mapping.txt."""
+    names = list(TOPICS)
+    for split, (n, seed) in {"train": (240, 0), "val": (30, 1), "test": (60, 2)}.items():
+        rows = topic_rows(n, seed)
+        _lines(root / f"{split}_text.txt", [f"{t} {d}" for t, d, _ in rows])
+        _lines(root / f"{split}_labels.txt", [str(names.index(y)) for _, _, y in rows])
+    (root / "mapping.txt").write_text("0\tsport\n1\tmoney\n2\tspace")  # no final newline
+    return root
+
+
+def test_texts_and_labels_line_by_line_with_a_mapping(tmp_path):
+    from gru_lightning.data.lines import LinesSource
+
+    folder = _tweeteval_folder(tmp_path / "emotion")
+    dm = LinesSource.datamodule(dir=str(folder), **settings(tmp_path))
+    dm.setup("fit")
+    assert dm.class_names == ["sport", "money", "space"]  # the mapping's names, in its order
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [240, 30, 60]
+    first = topic_rows(240, 0)[0]
+    assert dm.split_texts()["train"][0] == f"{first[0]} {first[1]}"
+    assert dm.splits["train"].labels[0].item() == list(TOPICS).index(first[2])
+    # The same through settings alone, file by file, labels as their own values.
+    files = LinesSource.datamodule(
+        train_texts=str(folder / "train_text.txt"), train_labels=str(folder / "train_labels.txt"),
+        test_texts=str(folder / "test_text.txt"), test_labels=str(folder / "test_labels.txt"),
+        label_names=["Sport", "Money", "Space"], **settings(tmp_path / "files"))
+    files.setup("fit")
+    assert files.class_names == ["Sport", "Money", "Space"]
+    assert [len(files.splits[s]) for s in ("train", "val", "test")] == [210, 30, 60]
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("short_labels", "train_labels.txt' has 239 lines, but '{folder}/train_text.txt' has 240: "
+                     "one label per text"),
+    ("unknown_label", "{folder}/val_labels.txt:3: label '7' is not in {folder}/mapping.txt "
+                      "(its labels: ['0', '1', '2']); 1 line(s) in all"),
+    ("bad_mapping", "{folder}/mapping.txt:2: expected <label><TAB><name>, got '1 money'"),
+])
+def test_bad_line_files_are_one_clear_error_naming_the_file_and_line(tmp_path, damage,
+                                                                     message):
+    from gru_lightning.data.lines import LinesSource
+
+    folder = _tweeteval_folder(tmp_path / "task")
+    if damage == "short_labels":
+        lines = (folder / "train_labels.txt").read_text().splitlines()
+        _lines(folder / "train_labels.txt", lines[:-1])
+    elif damage == "unknown_label":
+        lines = (folder / "val_labels.txt").read_text().splitlines()
+        _lines(folder / "val_labels.txt", [*lines[:2], "7", *lines[3:]])
+    else:
+        (folder / "mapping.txt").write_text("0\tsport\n1 money\n2\tspace\n")
+    dm = LinesSource.datamodule(dir=str(folder), **settings(tmp_path))
+    with pytest.raises(DataError) as error:
+        dm.prepare_data()
+    assert message.format(folder=folder) in str(error.value)
+    assert not list((tmp_path / "c").glob("*.pt"))  # nothing tokenized
+
+
+def test_line_files_settings_are_checked(tmp_path):
+    from gru_lightning.data.lines import LinesSource
+
+    with pytest.raises(ValueError, match=r"data\.val_texts and data\.val_labels go together"):
+        LinesSource(val_texts="v.txt")
+    with pytest.raises(DatasetUnavailableError, match=r"holds no train_text\.txt"):
+        LinesSource.datamodule(dir=str(tmp_path), **settings(tmp_path)).prepare_data()
+    with pytest.raises(DatasetUnavailableError, match=r"needs data\.dir=FOLDER"):
+        LinesSource.datamodule(**settings(tmp_path)).prepare_data()

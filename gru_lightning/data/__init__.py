@@ -1,4 +1,4 @@
-"""Data: a source (one file each: imdb, hub, files, folder; the contract in base.py) composed
+"""Data: a source (one file each: imdb, hub, files, folder, lines; the contract in base.py) composed
 by `TextDataModule` (datamodule.py) with the checks, the cache and the batches.
 
 The names below are imported on first use: `predict` reads the cache module without paying
@@ -11,7 +11,7 @@ from typing import Any
 
 _WHERE = {"DataError": "base", "DatasetUnavailableError": "base", "TextSource": "base",
           "TextDataModule": "datamodule", "FilesSource": "files", "FolderSource": "folder",
-          "HubSource": "hub", "IMDBSource": "imdb"}
+          "HubSource": "hub", "IMDBSource": "imdb", "LinesSource": "lines"}
 __all__ = sorted(_WHERE)
 
 

@@ -46,7 +46,8 @@ class TextDataModule(L.LightningDataModule):
             front) or "post".
         punctuation: also keep "!" and "?" as words (the notebook's word index drops them).
         val_size: training texts held out for validation (an int), or a fraction in
-            (0, 1); 0 validates on the test split, as the Keras notebook did.
+            (0, 1); 0 validates on the test split, as the Keras notebook did. Not used where
+            the source has a validation split of its own.
         split_seed: seed of the hold-outs (validation, and test where the source has no test
             split), fixed apart from the run's seed so that runs with different seeds share
             them (and one cache entry).
@@ -171,16 +172,23 @@ class TextDataModule(L.LightningDataModule):
             train_texts = [train_texts[i] for i in rest]
             train_labels = [train_labels[i] for i in rest]
         n_train = len(train_labels)
-        n_val = count(self.val_size, n_train)
-        if n_val >= n_train:
-            raise ValueError(f"data.val_size={self.val_size} leaves no training texts "
-                             f"(the train split has {n_train})")
-        # A split may be sorted by label (IMDB's is): hold out a seeded random subset.
-        order = torch.randperm(n_train, generator=generator)
-        val_rows, fit_rows = order[:n_val].tolist(), order[n_val:].tolist()
+        if "val" in raw:  # the source's own validation split: nothing held out for it
+            log.info("Validating on the val split of %s (%d texts); data.val_size is not "
+                     "used", setting, len(labels["val"]))
+            fit_rows = list(range(n_train))
+        else:
+            n_val = count(self.val_size, n_train)
+            if n_val >= n_train:
+                raise ValueError(f"data.val_size={self.val_size} leaves no training texts "
+                                 f"(the train split has {n_train})")
+            # A split may be sorted by label (IMDB's is): hold out a seeded random subset.
+            order = torch.randperm(n_train, generator=generator)
+            val_rows, fit_rows = order[:n_val].tolist(), order[n_val:].tolist()
         split_texts = {"train": [train_texts[i] for i in fit_rows], "test": texts["test"]}
         split_labels = {"train": [train_labels[i] for i in fit_rows], "test": labels["test"]}
-        if n_val:
+        if "val" in raw:
+            split_texts["val"], split_labels["val"] = texts["val"], labels["val"]
+        elif n_val:
             split_texts["val"] = [train_texts[i] for i in val_rows]
             split_labels["val"] = [train_labels[i] for i in val_rows]
         # The vocabulary sees only the texts the model trains on.
@@ -193,7 +201,8 @@ class TextDataModule(L.LightningDataModule):
                           "labels": torch.tensor(split_labels[split], dtype=label_dtype)}
                   for split in ("train", "test", "val") if split in split_texts}
         log.info("Tokenized %s (%s train, %s val, %s test texts, %d classes: %s) in %.1f s",
-                 setting, len(fit_rows), n_val, len(splits["test"]["labels"]), len(class_names),
+                 setting, len(fit_rows), len(split_labels.get("val", ())),
+                 len(splits["test"]["labels"]), len(class_names),
                  ", ".join(class_names), time.perf_counter() - start)
         return {"splits": splits, "text_encoder": encoder.to_dict(),
                 "class_names": class_names, "texts": split_texts}

@@ -25,6 +25,7 @@ class FilesSource(TextSource):
     Args:
         train_file: the training file (the format from its extension, or `file_format`).
         test_file: the test file; None holds out `test_size` of the training file.
+        val_file: a validation file; None holds out `data.val_size` of the training file.
         file_format: csv, tsv, json (JSON Lines) or parquet; None: from the extension.
         text_columns: one or several text columns, joined by a space (e.g. [title,
             description]).
@@ -35,13 +36,14 @@ class FilesSource(TextSource):
     """
 
     def __init__(self, train_file: str | None = None, test_file: str | None = None,
+                 val_file: str | None = None,
                  file_format: str | None = None, text_columns: Sequence[str] = ("text",),
                  label_column: str = "label", label_names: Sequence[str] | None = None,
                  test_size: int | float | None = 0.2) -> None:
         if file_format is not None and file_format not in FILE_FORMATS.values():
             raise ValueError(f"data.file_format must be one of {sorted(set(FILE_FORMATS.values()))}"
                              f" or null, got {file_format!r}")
-        self.files = {"train": train_file, "test": test_file}
+        self.files = {"train": train_file, "test": test_file, "val": val_file}
         self.file_format = file_format
         self.text_columns, self.label_column = list(text_columns), label_column
         self.label_names = list(label_names) if label_names else None
@@ -82,7 +84,7 @@ class FilesSource(TextSource):
         paths = self._paths()
         formats = {self._format(p) for p in paths.values()}
         if len(formats) > 1:
-            raise DatasetUnavailableError(f"the train and test files differ in format: {formats}")
+            raise DatasetUnavailableError(f"the data files differ in format: {formats}")
         found = formats.pop()
         options = {"delimiter": "\t"} if found == "tsv" else {}
         splits = {}

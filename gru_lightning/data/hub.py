@@ -53,6 +53,7 @@ class HubSource(TextSource):
         name: the data set's name on the Hub.
         config_name: its configuration, where it has several.
         train_split, test_split: split names; test_split=None holds out `test_size`.
+        val_split: the validation split's name; None holds out `data.val_size` of train.
         text_columns: one or several text columns, joined by a space.
         label_column: the label column: a ClassLabel (its names are used), ints or strings.
         label_names: names for the classes, in the order of their sorted label values.
@@ -62,11 +63,12 @@ class HubSource(TextSource):
 
     def __init__(self, name: str = "ag_news", config_name: str | None = None,
                  train_split: str = "train", test_split: str | None = "test",
+                 val_split: str | None = None,
                  text_columns: Sequence[str] = ("text",), label_column: str = "label",
                  label_names: Sequence[str] | None = None,
                  test_size: int | float | None = None) -> None:
         self.name, self.config_name = name, config_name
-        self.train_split, self.test_split = train_split, test_split
+        self.train_split, self.test_split, self.val_split = train_split, test_split, val_split
         self.text_columns, self.label_column = list(text_columns), label_column
         self.label_names = list(label_names) if label_names else None
         self.test_size = optional_size("data.test_size", test_size)
@@ -75,8 +77,9 @@ class HubSource(TextSource):
         return f"data.name={self.name!r}" + (f" ({self.config_name})" if self.config_name else "")
 
     def signature(self) -> dict[str, Any]:
-        return {"hub": self.name, "config": self.config_name, "train": self.train_split,
-                "test": self.test_split}
+        signature = {"hub": self.name, "config": self.config_name, "train": self.train_split,
+                     "test": self.test_split}
+        return {**signature, "val": self.val_split} if self.val_split else signature
 
     def read(self) -> dict[str, Any]:
         hint = "Train on a local copy instead: data=files data.train_file=... (see README)."
@@ -84,6 +87,8 @@ class HubSource(TextSource):
         wanted = {"train": self.train_split}
         if self.test_split is not None:
             wanted["test"] = self.test_split
+        if self.val_split is not None:
+            wanted["val"] = self.val_split
         for role, split in wanted.items():
             if split not in splits:
                 raise DataError(f"{self.setting()} has no split {split!r} (data."
