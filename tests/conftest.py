@@ -150,7 +150,7 @@ TRAINED_EPOCHS = 3
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, parquet_copy: Path) -> TrainedRun:
-    """One small model trained for the session on the parquet copy (600 training, 200 test
+    """One small model trained once per pytest run on the parquet copy (600 training, 200 test
     reviews): the checkpoint every "a model that learned" test reads. Read-only."""
     from gru_lightning.train import train
 

@@ -1,5 +1,6 @@
-"""Inference from a checkpoint (the session's trained run): the Python API, the command line
-(`main()` in-process; a subprocess where the process is the point), export, bad input."""
+"""Inference from a checkpoint (the run trained once for all tests): the Python API, the
+command line (`main()` in-process; a subprocess where the process is the point), export,
+bad input."""
 
 from __future__ import annotations
 

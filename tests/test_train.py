@@ -1,5 +1,5 @@
-"""The training entry point, driven through Hydra: in-process with `compose` (and the
-session's trained run) for speed, and as `python train.py ...` subprocesses where what the
+"""The training entry point, driven through Hydra: in-process with `compose` (and the run
+trained once for all tests) for speed, and as `python train.py ...` subprocesses where what the
 user sees of the process is the point: exit codes, messages, DDP's launched workers."""
 
 from __future__ import annotations
