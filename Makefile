@@ -24,6 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	  $(PYTHON) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
 	fi
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
+	$(PYTHON) -m gru_lightning.runtime.kernels  # the compiled CPU kernels, built once
 	touch $@
 
 train: setup

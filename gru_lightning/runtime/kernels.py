@@ -51,3 +51,13 @@ def word_ids_kernel() -> ModuleType | None:
     except KernelUnavailable as error:
         log.info("Word-id kernel unavailable (%s); tokenizing with `tokenizers` alone", error)
         return None
+
+
+if __name__ == "__main__":
+    # `python -m gru_lightning.runtime.kernels`: build both now, as a first run would (make
+    # setup does, so the first training or test run starts without the ~40 s per kernel).
+    for build in (gru_kernel, word_ids_kernel):
+        try:
+            print(f"{build.__name__}: {'built' if build() is not None else 'unavailable'}")
+        except KernelUnavailable as error:
+            print(f"{build.__name__}: unavailable ({error})")
