@@ -13,7 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 
 from gru_lightning import checkpoints
 from gru_lightning.metrics import MONITOR, EpochOutputs, metric_collection
-from gru_lightning.networks.base import NetworkSettings
+from gru_lightning.networks.base import NetworkSettings, probabilities
 from gru_lightning.preprocessing import TextEncoder
 
 if TYPE_CHECKING:
@@ -81,10 +81,8 @@ class TextClassifier(L.LightningModule):
         return self.net(ids)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Two classes: P(second class) `[batch]`; more: every class's `[batch, classes]`;
-        in float32 (a bf16 sigmoid reads logits in (0, 0.008) as 0.5 and ties AUROC)."""
-        logits = logits.float()
-        return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=-1)
+        """Two classes: P(second class) `[batch]`; more: every class's `[batch, classes]`."""
+        return probabilities(logits)
 
     # ---- steps ----------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from gru_lightning import checkpoints
 from gru_lightning.checkpoints import CheckpointError
+from gru_lightning.networks.base import probabilities
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 from gru_lightning.stack import NGramStack
 
@@ -97,7 +98,7 @@ class Predictor:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"--batch-size must be a positive integer, got {batch_size!r}")
         width = () if self.binary else (len(self.class_names),)
-        probabilities = [torch.zeros(0, *width)]
+        chunks = [torch.zeros(0, *width)]
         known_words = [torch.zeros(0, dtype=torch.long)]
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
@@ -106,10 +107,8 @@ class Predictor:
             logits = self.network(ids.to(self.device))
             if self.stack is not None:
                 logits = self.stack.text_logits(logits, chunk)
-            logits = logits.float()
-            probabilities.append(
-                (torch.sigmoid(logits) if self.binary else torch.softmax(logits, -1)).cpu())
-        return torch.cat(probabilities), torch.cat(known_words)
+            chunks.append(probabilities(logits).cpu())
+        return torch.cat(chunks), torch.cat(known_words)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> torch.Tensor:
         """On the CPU: for two classes P(second class) per text `[n]`; for more, every class's
@@ -129,9 +128,9 @@ class Predictor:
                 results[i] = Prediction(None, None, error="empty text")
             else:
                 usable.append(i)
-        probabilities, known_words = self._classify([texts[i] for i in usable], batch_size)
+        chances, known_words = self._classify([texts[i] for i in usable], batch_size)
         names = self.class_names
-        for i, p, known in zip(usable, probabilities.tolist(), known_words.tolist(), strict=True):
+        for i, p, known in zip(usable, chances.tolist(), known_words.tolist(), strict=True):
             warning = None if known else (
                 "no word of this text is in the model's vocabulary: the prediction says "
                 "nothing about it"

@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -53,6 +54,14 @@ class NetworkSettings:
         if not (isinstance(kind, type) and issubclass(kind, NetworkSettings)):
             raise ValueError(f"{state['class']!r} is not a network's settings class")
         return kind(**state["settings"])
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """The contract's logits as probabilities, in float32 (a bf16 sigmoid reads logits in
+    (0, 0.008) as 0.5): `[batch]` logits (two classes) -> P(second class), `[batch, classes]`
+    -> every class's."""
+    logits = logits.float()
+    return torch.sigmoid(logits) if logits.dim() == 1 else torch.softmax(logits, dim=-1)
 
 
 def positive_int(name: str, value: Any) -> None:
