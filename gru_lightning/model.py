@@ -86,12 +86,14 @@ class TextClassifier(L.LightningModule):
 
     # ---- steps ----------------------------------------------------------------------------
 
-    def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The batch's logits (the stack's, where one is stacked on the network) and loss,
-        kept for the epoch's metrics."""
+    def _logits(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The network's logits, or the stack's where one is stacked on the network."""
         logits = self.net(batch["ids"])
-        if self.stack is not None:
-            logits = self.stack.logits(stage, logits, batch)
+        return self.stack.logits(stage, logits, batch) if self.stack is not None else logits
+
+    def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The batch's logits (`_logits`) and loss, kept for the epoch's metrics."""
+        logits = self._logits(stage, batch)
         labels = batch["labels"]
         loss = self.loss_fn(logits, labels)
         n = len(labels)
@@ -154,10 +156,7 @@ class TextClassifier(L.LightningModule):
                      batch_idx: int = 0) -> torch.Tensor:
         """Probabilities (`probabilities`) for a batch, or for a tensor of ids."""
         batch = batch if isinstance(batch, dict) else {"ids": batch}
-        logits = self.net(batch["ids"])
-        if self.stack is not None:
-            logits = self.stack.logits("predict", logits, batch)
-        return self.probabilities(logits)
+        return self.probabilities(self._logits("predict", batch))
 
     def configure_optimizers(self) -> Any:
         if self.make_optimizer is None:

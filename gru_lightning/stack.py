@@ -145,7 +145,7 @@ class NGramStack:
         net, features, labels = rows[:, 0], rows[:, 1:3], rows[:, 3]
         self.weights, self._vector = fit_stacking(net, features, labels), None
         net_acc = ((net > 0).float() == labels).float().mean()
-        return stack(self.weights, net, features), labels, {"val/net_acc": net_acc}
+        return self._stacked(net, features), labels, {"val/net_acc": net_acc}
 
     def text_logits(self, logits: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """The stack's logits for new texts, from the network's."""
@@ -171,7 +171,8 @@ class NGramStack:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> NGramStack:
-        stacked = cls(NGramModel.from_dict(state["ngram"]), state.get("folds", 0))
+        # A default model in its place until load_state reads the fitted one (once).
+        stacked = cls(NGramModel(), state.get("folds", 0))
         stacked.load_state(state)
         return stacked
 
