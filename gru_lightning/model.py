@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 
 from gru_lightning import checkpoints
@@ -19,8 +21,11 @@ from gru_lightning.preprocessing import TextEncoder
 if TYPE_CHECKING:
     from gru_lightning.stack import NGramStack
 
+log = logging.getLogger(__name__)
 Schedule = Literal["constant", "cosine"]
+ClassWeights = Literal["balanced", "auto"] | None
 STAGES = ("train", "val", "test")
+IMBALANCE = 1.5  # class_weights=auto weighs the classes when the largest is 1.5x the smallest
 
 
 class TextClassifier(L.LightningModule):
@@ -38,22 +43,31 @@ class TextClassifier(L.LightningModule):
         lr_schedule: "constant" (the notebook), or "cosine": from the optimizer's lr down to 0
             over the run's steps (`trainer.max_epochs`), updated every step.
         stack: a model stacked on the network (stack.py, `ngram=nbsvm`), or None.
+        class_weights: None (every text weighs the same: the notebook), "balanced" (each
+            class weighs in the loss as much as any other: n / (classes * n_class) per text,
+            for a macro-averaged metric), or "auto": balanced when the largest class has
+            1.5x the texts of the smallest. From the training data's counts, in `setup`.
     """
 
     def __init__(self, net: NetworkSettings, num_classes: int = 2,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-                 lr_schedule: Schedule = "constant", stack: NGramStack | None = None) -> None:
+                 lr_schedule: Schedule = "constant", stack: NGramStack | None = None,
+                 class_weights: ClassWeights = None) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(
                 f"model.lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        if class_weights not in (None, "balanced", "auto"):
+            raise ValueError(f"model.class_weights must be null, balanced or auto, got "
+                             f"{class_weights!r}")
         self.save_hyperparameters(ignore=["net", "optimizer", "stack"])
         self.net_settings = net
         self.net = net.build(num_classes)
         self.make_optimizer = optimizer
         self.stack = stack
         self.binary = num_classes == 2
-        self.loss_fn = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
+        # Per class; not in the state dict: a checkpoint loads whatever the weights were.
+        self.register_buffer("class_weight", None, persistent=False)
         # Keyed "train_", ...: a ModuleDict key may not shadow nn.Module.train.
         self.metrics = nn.ModuleDict({f"{s}_": metric_collection(num_classes, f"{s}/")
                                       for s in STAGES})
@@ -137,7 +151,8 @@ class TextClassifier(L.LightningModule):
         outputs, extra = self.outputs["val"].take(), {}
         if self.stack is not None and outputs:
             # The stack fits its weights on these outputs and scores them with the stack.
-            logits, labels, extra = self.stack.fit_on_validation(outputs, self.all_gather)
+            logits, labels, extra = self.stack.fit_on_validation(
+                outputs, self.all_gather, self.class_weight)
             outputs = {"logits": logits, "labels": labels,
                        "loss": self.loss_fn(logits, labels).expand(len(labels))}
         values = {**self._epoch_values("val", outputs), **extra}
@@ -190,6 +205,33 @@ class TextClassifier(L.LightningModule):
                     f"the data has {len(names)} classes ({', '.join(names)}) but the model "
                     f"{self.hparams.num_classes}; resume with the data it was trained on")
             self.class_names = list(names)
+        if self.hparams.class_weights and hasattr(datamodule, "class_counts"):
+            self._weigh_classes(datamodule.class_counts())
+
+    def _weigh_classes(self, counts: torch.Tensor) -> None:
+        """The loss's class weights from the training texts per class (`class_weights`)."""
+        counts = counts.double().clamp(min=1)
+        ratio = (counts.max() / counts.min()).item()
+        if self.hparams.class_weights == "auto" and ratio < IMBALANCE:
+            log.info("model.class_weights=auto: the classes are balanced enough (largest / "
+                     "smallest = %.2f < %.1f): no weights", ratio, IMBALANCE)
+            return
+        weights = (counts.sum() / (len(counts) * counts)).float()
+        log.info("model.class_weights=%s: loss weights %s for %s (largest / smallest class = "
+                 "%.2f; model.class_weights=null overrides)", self.hparams.class_weights,
+                 ", ".join(f"{w:.2f}" for w in weights.tolist()), ", ".join(self.class_names),
+                 ratio)
+        self.class_weight = weights.to(self.device)
+
+    def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy on the one logit (two classes), else cross-entropy; weighted
+        by class where `class_weights` set weights (two classes: the second class's terms
+        by w1 / w0, the same balance)."""
+        weight = self.class_weight
+        if self.binary:
+            pos_weight = None if weight is None else weight[1] / weight[0]
+            return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+        return F.cross_entropy(logits, labels, weight=weight)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.update(checkpoints.contents(

@@ -12,6 +12,9 @@ trains and stacks the two logits (`ngram=nbsvm`).
 The weights are those of an L2-regularised logistic regression on binary n-gram features
 scaled by their NB ratios r = log(P(n-gram | pos) / P(n-gram | neg)) (add-one smoothed);
 r is folded into the stored weights, so prediction is one `embedding_bag` sum.
+
+More than two classes: one such model per class against the rest (one-vs-rest, each with its
+own NB ratios), the weights a `[2**buckets_log2, classes]` table: a logit per class.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ PUNCTUATION = '!?.,;:"()-*/'  # read as words: +0.2 test accuracy on IMDB over "
 
 
 class NGramModel:
-    """NB-weighted logistic regression over hashed word n-grams, for two classes.
+    """NB-weighted logistic regression over hashed word n-grams; one-vs-rest for more than
+    two classes.
 
     Args:
         max_n: longest n-gram (1: words only; 3: words, bigrams and trigrams).
@@ -74,8 +78,13 @@ class NGramModel:
         self.max_words = max_words
         self.punctuation = punctuation
         self.words: TextEncoder | None = None
-        self.weight: torch.Tensor | None = None  # [2**buckets_log2], NB ratios folded in
-        self.bias = 0.0
+        # [2**buckets_log2] (two classes) or [2**buckets_log2, classes], NB ratios folded in.
+        self.weight: torch.Tensor | None = None
+        self.bias: float | list[float] = 0.0
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.weight is None or self.weight.dim() == 1 else self.weight.shape[1]
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments: what the cache key and the checkpoint record."""
@@ -133,10 +142,12 @@ class NGramModel:
 
     # ---- fitting --------------------------------------------------------------------------
 
-    def fit(self, texts: Sequence[str], labels: torch.Tensor) -> NGramModel:
-        """Fit on `texts` with labels 0/1: the vocabulary, the NB ratios, then the weights by
-        L-BFGS on the (strictly convex) regularised log-loss. Logs its progress."""
-        labels = _binary_labels(texts, labels)
+    def fit(self, texts: Sequence[str], labels: torch.Tensor, num_classes: int = 2
+            ) -> NGramModel:
+        """Fit on `texts` with labels 0 .. num_classes - 1: the vocabulary, the NB ratios, then
+        the weights by L-BFGS on the (strictly convex) regularised log-loss, one class
+        against the rest where there are more than two. Logs its progress."""
+        labels = _class_labels(texts, labels, num_classes)
         start = time.perf_counter()
         self.words = TextEncoder.fit(texts, self.max_vocab, self.max_words, padding="post",
                                      truncating="post", punctuation=self.punctuation)
@@ -144,30 +155,49 @@ class NGramModel:
         log.info("n-gram model: %s words, %s distinct n-grams per text on average, "
                  "%.1f s", f"{self.words.vocab_size:,}", f"{len(ids) / len(texts):,.0f}",
                  time.perf_counter() - start)
-        self.weight, self.bias = self._fit_weights(ids, offsets, labels)
+        self.weight, self.bias = self._fit_classes(ids, offsets, labels, num_classes)
         log.info("n-gram model fitted in %.1f s", time.perf_counter() - start)
         return self
 
+    def _fit_classes(self, ids: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
+                     num_classes: int) -> tuple[torch.Tensor, float | list[float]]:
+        """`_fit_weights` for two classes; else one fit per class against the rest."""
+        if num_classes == 2:
+            return self._fit_weights(ids, offsets, labels)
+        fits = []
+        for k in range(num_classes):
+            fits.append(self._fit_weights(ids, offsets, (labels == k).float()))
+            log.info("n-gram model: class %d of %d fitted against the rest", k + 1,
+                     num_classes)
+        return torch.stack([w for w, _ in fits], 1), [b for _, b in fits]
+
+    def _scores(self, ids: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor,
+                bias: float | list[float]) -> torch.Tensor:
+        """The logits of bags: `[n]` for two classes, else `[n, classes]`."""
+        table = weight.unsqueeze(1) if weight.dim() == 1 else weight
+        scores = F.embedding_bag(ids, table, offsets, mode="sum") + torch.tensor(bias)
+        return scores.squeeze(1) if weight.dim() == 1 else scores
+
     def out_of_fold_logits(self, texts: Sequence[str], labels: torch.Tensor, folds: int,
-                           seed: int = 0) -> torch.Tensor:
+                           seed: int = 0, num_classes: int = 2) -> torch.Tensor:
         """Each text's logit from a model fitted on the other `folds - 1` folds (the fitted
         vocabulary, its own NB ratios and weights): scores of the training texts that are
         as honest as those of new texts, for a model trained on top of them."""
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
             raise ValueError(f"folds must be an integer >= 2 here, got {folds!r}")
-        labels = _binary_labels(texts, labels)
+        labels = _class_labels(texts, labels, num_classes)
         start = time.perf_counter()
         ids, offsets = self.bags(texts)
         lengths = _bag_sizes(ids, offsets)
         generator = torch.Generator().manual_seed(seed)
         fold_of = torch.randperm(len(texts), generator=generator) % folds
-        scores = torch.empty(len(texts))
+        scores = torch.empty(len(texts)) if num_classes == 2 else torch.empty(len(texts),
+                                                                            num_classes)
         for fold in range(folds):
             held = fold_of == fold
-            weight, bias = self._fit_weights(*_rows(ids, lengths, ~held), labels[~held])
-            held_ids, held_offsets = _rows(ids, lengths, held)
-            scores[held] = F.embedding_bag(held_ids, weight.unsqueeze(1), held_offsets,
-                                           mode="sum").squeeze(1) + bias
+            weight, bias = self._fit_classes(*_rows(ids, lengths, ~held), labels[~held],
+                                             num_classes)
+            scores[held] = self._scores(*_rows(ids, lengths, held), weight, bias)
             log.info("n-gram model: out-of-fold scores, fold %d of %d done (%.1f s)",
                      fold + 1, folds, time.perf_counter() - start)
         return scores
@@ -222,21 +252,24 @@ class NGramModel:
 
     @torch.no_grad()
     def features(self, texts: Sequence[str]) -> torch.Tensor:
-        """Per text `[logit, log(1 + words)]`, `[len(texts), 2]`: what the stack takes (the
+        """Per text its logits then `log(1 + words)`: `[len(texts), 2]` for two classes
+        (`[logit, log length]`), else `[len(texts), classes + 1]`; what the stack takes (the
         n-gram model reads every word, the network the last `maxlen`, so how far each is
         trusted may depend on the length)."""
         if self.weight is None:
             raise RuntimeError("the n-gram model is not fitted")
         ids, offsets, lengths = self._bags_and_lengths(list(texts))
+        width = 1 if self.weight.dim() == 1 else self.weight.shape[1]
         if not len(offsets):
-            return torch.zeros(0, 2)
-        logits = F.embedding_bag(ids, self.weight.unsqueeze(1), offsets,
-                                 mode="sum").squeeze(1) + self.bias
-        return torch.stack([logits, torch.log1p(lengths.float())], dim=1)
+            return torch.zeros(0, width + 1)
+        logits = self._scores(ids, offsets, self.weight, self.bias).reshape(len(offsets), width)
+        return torch.cat([logits, torch.log1p(lengths.float())[:, None]], dim=1)
 
     def logits(self, texts: Sequence[str]) -> torch.Tensor:
-        """The model's logit of the second class per text, `[len(texts)]`."""
-        return self.features(texts)[:, 0]
+        """The model's logits per text: the second class's `[len(texts)]` for two classes,
+        else every class's `[len(texts), classes]`."""
+        logits = self.features(texts)[:, :-1]
+        return logits[:, 0] if self.num_classes == 2 else logits
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the fitted model: plain types and one tensor."""
@@ -256,16 +289,21 @@ class NGramModel:
         model = cls(**{k: v for k, v in state["settings"].items() if k != "folds"})
         model.words = TextEncoder.from_dict(state["words"])
         model.weight = state["weight"]
-        model.bias = float(state["bias"])
+        bias = state["bias"]
+        model.bias = [float(b) for b in bias] if isinstance(bias, list | tuple) else float(bias)
         return model
 
 
-def _binary_labels(texts: Sequence[str], labels: torch.Tensor) -> torch.Tensor:
+def _class_labels(texts: Sequence[str], labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Labels as float class ids 0 .. num_classes - 1, each class present."""
     labels = torch.as_tensor(labels, dtype=torch.float32).cpu()
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-    if not ((labels == 0) | (labels == 1)).all() or labels.min() == labels.max():
-        raise ValueError("the n-gram model needs labels 0 and 1, both present")
+    present = torch.unique(labels)
+    if (len(present) != num_classes or labels.min() != 0 or labels.max() != num_classes - 1
+            or not torch.equal(present, present.round())):
+        raise ValueError(f"the n-gram model needs labels 0 .. {num_classes - 1}, each present "
+                         f"in the training texts")
     return labels
 
 

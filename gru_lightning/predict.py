@@ -38,12 +38,15 @@ from gru_lightning.stack import NGramStack
 
 @dataclass
 class Prediction:
+    """One text's prediction, as `pipeline("text-classification")` gives it: `label` and
+    `score`, the probability of that label."""
+
     label: str | None  # a class name, e.g. "pos"; None where the text could not be classified
-    # Two classes: P(the second class, e.g. "pos"); more: P(label).
-    probability: float | None
+    score: float | None  # P(label)
     warning: str | None = None
     error: str | None = None
-    probabilities: dict[str, float] | None = None  # every class's, for more than two classes
+    # The classes' probabilities, best first: every class's (all_scores) or the top k's.
+    scores: dict[str, float] | None = None
 
 
 class Predictor:
@@ -115,9 +118,15 @@ class Predictor:
         probability `[n, classes]`, columns in the order of `class_names`."""
         return self._classify(list(texts), batch_size)[0]
 
-    def predict(self, texts: Sequence[str], batch_size: int = 1024) -> list[Prediction]:
-        """A label and probability per text; a text that cannot be classified gets an error
-        and the others are unaffected."""
+    def predict(self, texts: Sequence[str], batch_size: int = 1024, top_k: int | None = None,
+                all_scores: bool = False) -> list[Prediction]:
+        """A label and its probability (`score`) per text, and with `top_k` or `all_scores`
+        the best k or all classes' probabilities (`scores`); a text that cannot be
+        classified gets an error and the others are unaffected."""
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        shown = len(self.class_names) if all_scores else top_k
         texts = list(texts)
         results: list[Prediction | None] = [None] * len(texts)
         usable = []
@@ -135,12 +144,13 @@ class Predictor:
                 "no word of this text is in the model's vocabulary: the prediction says "
                 "nothing about it"
             )
-            if self.binary:
-                results[i] = Prediction(names[p >= 0.5], p, warning=warning)
-            else:
-                best = max(range(len(p)), key=p.__getitem__)
-                results[i] = Prediction(names[best], p[best], warning=warning,
-                                        probabilities=dict(zip(names, p, strict=True)))
+            chances = [1.0 - p, p] if self.binary else p
+            # Two classes: the second at P >= 0.5, as the metrics and the stack decide it.
+            best = int(p >= 0.5) if self.binary else max(range(len(p)), key=p.__getitem__)
+            ranked = [best, *sorted((k for k in range(len(chances)) if k != best),
+                                    key=lambda k: -chances[k])]
+            scores = ({names[k]: chances[k] for k in ranked[:shown]} if shown else None)
+            results[i] = Prediction(names[best], chances[best], warning=warning, scores=scores)
         return results  # type: ignore[return-value]
 
     def export(self, directory: str | Path) -> Path:
@@ -243,10 +253,9 @@ def _lines(text: str) -> list[str]:
 
 
 def _format_table(texts: Sequence[str], predictions: list[Prediction],
-                  class_names: Sequence[str], binary: bool) -> str:
+                  class_names: Sequence[str]) -> str:
     width = max(5, *(len(n) for n in class_names))
-    header = f"P({class_names[1]})" if binary else "P(label)"
-    lines = [f"{'#':>5}  {'label':{width}}  {header:>8}  text"]
+    lines = [f"{'#':>5}  {'label':{width}}  {'P(label)':>8}  text"]
     for i, (text, p) in enumerate(zip(texts, predictions, strict=True)):
         shown = " ".join(str(text).split())
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
@@ -254,7 +263,7 @@ def _format_table(texts: Sequence[str], predictions: list[Prediction],
             lines.append(f"{i:>5}  {'-':{width}}  {'-':>8}  {shown}  [error: {p.error}]")
         else:
             flag = "  [warning: no known words]" if p.warning else ""
-            lines.append(f"{i:>5}  {p.label:{width}}  {p.probability:8.3f}  {shown}{flag}")
+            lines.append(f"{i:>5}  {p.label:{width}}  {p.score:8.3f}  {shown}{flag}")
     return "\n".join(lines)
 
 
@@ -269,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "line; '-' reads standard input. May be repeated.")
     parser.add_argument("--text-column", default="text", help="column of .csv/.jsonl files")
     parser.add_argument("--jsonl", action="store_true", help="JSON Lines instead of a table")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="with --jsonl: the k most probable classes' scores per text")
+    parser.add_argument("--all-scores", action="store_true",
+                        help="with --jsonl: every class's score per text")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
     parser.add_argument("--export", metavar="DIR",
@@ -282,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.batch_size < 1:
         return fail(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.top_k is not None and args.top_k < 1:
+        return fail(f"--top-k must be a positive integer, got {args.top_k}")
     try:
         classifier = Predictor.from_checkpoint(args.checkpoint, args.device)
     except (FileNotFoundError, CheckpointError, ValueError) as error:
@@ -305,13 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not texts:
         return fail("no texts given: pass texts, or --file PATH (or --file - for stdin)")
 
-    predictions = classifier.predict(texts, args.batch_size)
+    predictions = classifier.predict(texts, args.batch_size, args.top_k, args.all_scores)
     if args.jsonl:
         for text, p in zip(texts, predictions, strict=True):
             record: dict[str, Any] = {"text": text, **asdict(p)}
             print(json.dumps({k: v for k, v in record.items() if v is not None}))
     else:
-        print(_format_table(texts, predictions, classifier.class_names, classifier.binary))
+        print(_format_table(texts, predictions, classifier.class_names))
     failed = sum(p.error is not None for p in predictions)
     if failed:
         print(f"warning: {failed} of {len(texts)} text(s) could not be classified",

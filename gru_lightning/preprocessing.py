@@ -37,9 +37,15 @@ def check_side(name: str, value: str) -> None:
         )
 
 
+ALL_SYMBOLS = "all"  # punctuation="all": every symbol (emoji, #, @, ...) a word of its own
+
+
 def punctuation_marks(punctuation: bool | str) -> str:
     """The marks kept as words: `True` is "!?" (the data's `punctuation` setting), `False`
-    none, a string those characters (the n-gram model's)."""
+    none, a string those characters (the n-gram model's), "all" every character that is not
+    a letter, digit, apostrophe or space (emoji and emoticons: what tweets say much with)."""
+    if punctuation == ALL_SYMBOLS:
+        return ALL_SYMBOLS
     if isinstance(punctuation, bool):
         return "!?" if punctuation else ""
     if not isinstance(punctuation, str) or any(c.isalnum() or c in "_' \t\n" for c in punctuation):
@@ -63,6 +69,13 @@ def build_tokenizer(punctuation: bool | str = False) -> Tokenizer:
     """
     marks = punctuation_marks(punctuation)
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
+    if marks == ALL_SYMBOLS:
+        tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.Replace("<br />", " "), normalizers.NFKC(), normalizers.Lowercase()])
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(),
+             pre_tokenizers.Split(Regex(r"[^\w\s']"), behavior="isolated")])
+        return tokenizer
     kept = r"\w'" + _in_class(marks)
     tokenizer.normalizer = normalizers.Sequence(
         [
@@ -124,20 +137,23 @@ class TextEncoder:
 
     @classmethod
     def fit(cls, texts: Iterable[str], max_features: int, maxlen: int, padding: Side = "pre",
-            truncating: Side = "pre", punctuation: bool | str = False) -> TextEncoder:
-        """Learn a vocabulary of `max_features` ids (specials included) from `texts`;
-        `punctuation` as in `build_tokenizer`."""
+            truncating: Side = "pre", punctuation: bool | str = False,
+            min_count: int = 1) -> TextEncoder:
+        """Learn a vocabulary of at most `max_features` ids (specials included) from `texts`:
+        the most frequent words seen at least `min_count` times; `punctuation` as in
+        `build_tokenizer`."""
         if not isinstance(max_features, int) or max_features < 3:
             raise ValueError(
                 f"max_features must be an integer >= 3 (padding, unknown, one word), "
                 f"got {max_features!r}"
             )
         tokenizer = build_tokenizer(punctuation)
-        kernel = word_ids_kernel()
+        # The compiled kernel splits at a fixed set of marks; "all" takes the tokenizer.
+        kernel = word_ids_kernel() if punctuation_marks(punctuation) != ALL_SYMBOLS else None
         if kernel is None:
             trainer = trainers.WordLevelTrainer(
-                vocab_size=max_features, special_tokens=[PAD_TOKEN, UNK_TOKEN],
-                show_progress=False)
+                vocab_size=max_features, min_frequency=min_count,
+                special_tokens=[PAD_TOKEN, UNK_TOKEN], show_progress=False)
             tokenizer.train_from_iterator(texts, trainer)
             return cls(tokenizer, maxlen, padding, truncating)
         # The same vocabulary as tokenizers' WordLevelTrainer (most frequent first, ties by
@@ -157,7 +173,8 @@ class TextEncoder:
                 words = [part for word in words for part in parts.findall(word)]
             counts.update(words)
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        words = [PAD_TOKEN, UNK_TOKEN] + [w for w, _ in ranked if w not in (PAD_TOKEN, UNK_TOKEN)]
+        words = [PAD_TOKEN, UNK_TOKEN] + [w for w, n in ranked
+                                          if n >= min_count and w not in (PAD_TOKEN, UNK_TOKEN)]
         vocab = {word: i for i, word in enumerate(words[:max_features])}
         tokenizer.model = models.WordLevel(vocab, unk_token=UNK_TOKEN)
         tokenizer.add_special_tokens([PAD_TOKEN, UNK_TOKEN])

@@ -8,7 +8,9 @@ places (`logits`, `fit_on_validation`, checkpoints), prediction in one (`text_lo
     stacked logit = w . [net, ngram, net * length, ngram * length, length] + bias
 
 with `length` the standardised log word count (the n-gram model reads every word, the
-network the last `maxlen`, so how far each is trusted may depend on the length).
+network the last `maxlen`, so how far each is trusted may depend on the length). More than
+two classes: the same four products per class, with shared weights, plus a bias and a length
+weight per class, under a softmax (a conditional logit model: 4 + 2 * classes numbers).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from gru_lightning.data.datamodule import TextDataModule
 
 log = logging.getLogger(__name__)
-FEATURE = "ngram"  # the batches' column: [logit, log(1 + words)] per text
+FEATURE = "ngram"  # the batches' column: [logits..., log(1 + words)] per text
 STACKING_INPUTS = ("net", "ngram", "net_by_length", "ngram_by_length", "length")
 
 
@@ -43,14 +45,19 @@ class NGramStack:
             validation texts; k >= 2: the network trains on top of the n-gram model's logits
             of its training texts (its logit plus theirs), taken out of fold: k more fits,
             each without one k-th of the texts, so no text is scored by a model that saw it.
+        stacking_l2: the L2 penalty of the stacking weights, against the mean log-loss of the
+            validation texts: a few hundred validation texts want more than IMDB's 1,000.
     """
 
-    def __init__(self, model: NGramModel, folds: int = 0) -> None:
+    def __init__(self, model: NGramModel, folds: int = 0, stacking_l2: float = 1e-3) -> None:
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 0 or folds == 1:
             raise ValueError(f"ngram.folds must be 0 (stack only) or an integer >= 2, got "
                              f"{folds!r}")
+        if not stacking_l2 >= 0:
+            raise ValueError(f"ngram.stacking_l2 must be >= 0, got {stacking_l2!r}")
         self.model = model
         self.folds = folds
+        self.stacking_l2 = stacking_l2
         self.weights: dict[str, float] | None = None  # fitted at the end of validation
         # The weights as a tensor on the device that scores, made once per fit: not a new
         # device tensor (a copy and a sync) for every batch.
@@ -65,9 +72,6 @@ class NGramStack:
         """Fit the n-gram model on the training texts (or read it from the cache, keyed by the
         data's cache entry and these settings: seeds and network settings share it), and add
         its features to the splits. Returns its own accuracies."""
-        if datamodule.num_classes != 2:
-            raise ValueError(f"ngram=nbsvm takes two classes; the data has "
-                             f"{datamodule.num_classes}: {', '.join(datamodule.class_names)}")
         if not datamodule.has_validation_split:
             raise ValueError("ngram=nbsvm fits its stacking weights on validation texts, held "
                              "out of training: set data.val_size > 0")
@@ -77,12 +81,14 @@ class NGramStack:
         path = datamodule.cache_dir / f"ngram-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
         texts = datamodule.split_texts()
         train_labels = datamodule.splits["train"].labels
+        classes = datamodule.num_classes
 
         def fit() -> dict[str, Any]:
-            fitted = {"model": self.model.fit(texts["train"], train_labels).to_dict()}
+            fitted = {"model": self.model.fit(texts["train"], train_labels, classes).to_dict()}
             if self.folds:
                 fitted["train_logits"] = self.model.out_of_fold_logits(
-                    texts["train"], train_labels, self.folds, seed=datamodule.split_seed)
+                    texts["train"], train_labels, self.folds, seed=datamodule.split_seed,
+                    num_classes=classes)
             return fitted
 
         # Parallel sweep jobs fit it once.
@@ -106,15 +112,16 @@ class NGramStack:
         # With out-of-fold logits of the training texts, the network trains on top of them.
         if train_logits is not None:
             features = self.model.features(texts["train"])
-            features[:, 0] = train_logits
+            features[:, :-1] = train_logits.reshape(len(features), -1)
             datamodule.splits["train"].add_column(FEATURE, features)
         metrics = {}
         for split in ("val", "test"):
             features = self.model.features(texts[split])
             datamodule.splits[split].add_column(FEATURE, features)
             labels = datamodule.splits[split].labels.cpu()
-            metrics[f"ngram/{split}_acc"] = ((features[:, 0] > 0).float() == labels
-                                             ).float().mean().item()
+            logits = features[:, :-1]
+            predicted = (logits[:, 0] > 0).float() if logits.shape[1] == 1 else logits.argmax(1)
+            metrics[f"ngram/{split}_acc"] = (predicted == labels).float().mean().item()
         return metrics
 
     # ---- hooks of the classifier ----------------------------------------------------------
@@ -125,7 +132,9 @@ class NGramStack:
         logit with `folds`); in validation the network's (the stack is fitted on them at the
         epoch's end); in testing and prediction the stack's."""
         if stage == "train":
-            return logits + batch[FEATURE][:, 0] if FEATURE in batch else logits
+            if FEATURE not in batch:
+                return logits
+            return logits + batch[FEATURE][:, :-1].reshape(logits.shape)
         if stage == "val":
             return logits
         if FEATURE not in batch:
@@ -135,16 +144,27 @@ class NGramStack:
 
     def fit_on_validation(self, outputs: dict[str, torch.Tensor],
                           gather: Callable[[torch.Tensor], torch.Tensor],
+                          class_weight: torch.Tensor | None = None,
                           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Fit the stacking weights on the epoch's validation outputs of every process (DDP:
-        `gather`, so all fit the same weights); returns the stack's logits, the labels and
-        the network's own accuracy."""
-        rows = torch.cat([outputs["logits"][:, None], outputs[FEATURE].float(),
+        `gather`, so all fit the same weights), each class weighted by `class_weight` (the
+        classifier's loss weights) if given; returns the stack's logits, the labels (float
+        for two classes, class ids for more) and the network's own accuracy."""
+        logits = outputs["logits"].reshape(len(outputs["labels"]), -1)
+        width = logits.shape[1]
+        rows = torch.cat([logits, outputs[FEATURE].float(),
                           outputs["labels"][:, None].float()], 1)
-        rows = gather(rows).reshape(-1, 4)
-        net, features, labels = rows[:, 0], rows[:, 1:3], rows[:, 3]
-        self.weights, self._vector = fit_stacking(net, features, labels), None
-        net_acc = ((net > 0).float() == labels).float().mean()
+        rows = gather(rows).reshape(-1, 2 * width + 2)
+        net, features, labels = rows[:, :width], rows[:, width:-1], rows[:, -1]
+        if width == 1:
+            net = net[:, 0]
+            predicted = (net > 0).float()
+        else:
+            labels = labels.long()
+            predicted = net.argmax(1)
+        self.weights = fit_stacking(net, features, labels, self.stacking_l2, class_weight)
+        self._vector = None
+        net_acc = (predicted == labels).float().mean()
         return self._stacked(net, features), labels, {"val/net_acc": net_acc}
 
     def text_logits(self, logits: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
@@ -178,57 +198,91 @@ class NGramStack:
 
 
 def _stacking_design(net_logits: torch.Tensor, features: torch.Tensor,
-                     weights: dict[str, float]) -> torch.Tensor:
+                     weights: dict[str, Any]) -> torch.Tensor:
     """The stack's inputs: both logits, each also times the standardised log length, and
-    that length."""
-    net, ngram = net_logits.double(), features[:, 0].double()
-    length = (features[:, 1].double() - weights["length_mean"]) / weights["length_std"]
-    return torch.stack([net, ngram, net * length, ngram * length, length], dim=1)
+    that length: `[n, 5]` for two classes, `[n, classes, 5]` for more."""
+    net, ngram = net_logits.double(), features[:, :-1].double().reshape(net_logits.shape)
+    length = (features[:, -1].double() - weights["length_mean"]) / weights["length_std"]
+    if net.dim() == 2:
+        length = length[:, None].expand_as(net)
+    return torch.stack([net, ngram, net * length, ngram * length, length], dim=-1)
 
 
 def fit_stacking(net_logits: torch.Tensor, features: torch.Tensor,
-                 labels: torch.Tensor, l2: float = 1e-3) -> dict[str, float]:
+                 labels: torch.Tensor, l2: float = 1e-3,
+                 class_weight: torch.Tensor | None = None) -> dict[str, Any]:
     """The stack's weights: a logistic regression on held-out texts (the validation split:
     stacking on the training texts would trust the n-gram model's overfit logits there) over
     the two logits and their products with the standardised log length, so the weight of
-    each may change with the length. Six numbers from ~1,000 texts."""
+    each may change with the length. Six numbers from ~1,000 texts for two classes; for more,
+    the four products' weights shared by the classes, a bias and a length weight per class,
+    under a softmax. `class_weight`: each class's weight in the log-loss."""
     net_logits, features = net_logits.detach().cpu(), features.detach().cpu()
-    log_length = features[:, 1].double()
-    weights = {"length_mean": log_length.mean().item(),
-               "length_std": max(log_length.std().item(), 1e-6) if len(log_length) > 1 else 1.0}
+    log_length = features[:, -1].double()
+    weights: dict[str, Any] = {
+        "length_mean": log_length.mean().item(),
+        "length_std": max(log_length.std().item(), 1e-6) if len(log_length) > 1 else 1.0}
     design = _stacking_design(net_logits, features, weights)
-    targets = labels.detach().double().cpu()
-    weight = torch.zeros(design.shape[1], dtype=torch.float64)
+    binary = design.dim() == 2
+    targets = labels.detach().cpu()
+    per_class = 1 if binary else design.shape[1]
+    weight = torch.zeros(4 if not binary else 5, dtype=torch.float64)
     weight[:2] = 1.0
     weight.requires_grad_(True)
-    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
+    bias = torch.zeros(per_class, dtype=torch.float64, requires_grad=True)
+    length_weight = torch.zeros(per_class, dtype=torch.float64, requires_grad=not binary)
+    parameters = [weight, bias] if binary else [weight, bias, length_weight]
+    optimizer = torch.optim.LBFGS(parameters, max_iter=200, line_search_fn="strong_wolfe")
+    cw = None if class_weight is None else class_weight.detach().double().cpu()
 
     def objective() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(design @ weight + bias, targets)
-        loss = loss + 0.5 * l2 * weight.square().sum()
+        if binary:
+            pos_weight = None if cw is None else cw[1] / cw[0]
+            loss = F.binary_cross_entropy_with_logits(design @ weight + bias, targets.double(),
+                                                      pos_weight=pos_weight)
+            penalty = weight.square().sum()
+        else:
+            logits = design[..., :4] @ weight + bias + design[..., 4] * length_weight
+            loss = F.cross_entropy(logits, targets.long(), weight=cw)
+            penalty = weight.square().sum() + length_weight.square().sum()
+        loss = loss + 0.5 * l2 * penalty
         loss.backward()
         return loss
 
     with torch.enable_grad():
         optimizer.step(objective)
-    weights.update(zip(STACKING_INPUTS, weight.detach().tolist(), strict=True))
-    weights["bias"] = bias.item()
+    if binary:
+        weights.update(zip(STACKING_INPUTS, weight.detach().tolist(), strict=True))
+        weights["bias"] = bias.item()
+    else:
+        weights.update(zip(STACKING_INPUTS[:4], weight.detach().tolist(), strict=True))
+        weights["length"] = length_weight.detach().tolist()
+        weights["bias"] = bias.detach().tolist()
     return weights
 
 
-def weight_vector(weights: dict[str, float], device: torch.device) -> torch.Tensor:
-    """The stacking weights of `STACKING_INPUTS` as one float64 tensor on `device`."""
+def weight_vector(weights: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """The stacking weights of `STACKING_INPUTS` as one float64 tensor on `device`: `[5]` for
+    two classes, `[classes, 5]` (the shared four, then each class's length weight) for
+    more."""
+    if isinstance(weights["length"], list):
+        shared = torch.tensor([weights[k] for k in STACKING_INPUTS[:4]], dtype=torch.float64)
+        length = torch.tensor(weights["length"], dtype=torch.float64)
+        vector = torch.cat([shared.expand(len(length), 4), length[:, None]], 1)
+        return vector.to(device)
     return torch.tensor([weights[k] for k in STACKING_INPUTS], dtype=torch.float64,
                         device=device)
 
 
-def stack(weights: dict[str, float], net_logits: torch.Tensor, features: torch.Tensor,
+def stack(weights: dict[str, Any], net_logits: torch.Tensor, features: torch.Tensor,
           vector: torch.Tensor | None = None) -> torch.Tensor:
     """The stack's logits (float32) from the network's logits and the n-gram model's
     features; `vector`: `weight_vector(weights)` already on the logits' device."""
     if vector is None:
         vector = weight_vector(weights, net_logits.device)
     design = _stacking_design(net_logits, features.to(net_logits.device), weights)
-    return (design @ vector + weights["bias"]).float()
+    if vector.dim() == 1:
+        return (design @ vector + weights["bias"]).float()
+    bias = torch.tensor(weights["bias"], dtype=torch.float64, device=net_logits.device)
+    return ((design * vector).sum(-1) + bias).float()

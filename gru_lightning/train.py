@@ -78,7 +78,7 @@ def _hyperparameters(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
             else:
                 params[f"{prefix}/{key}"] = value
 
-    for group in ("data", "model", "ngram"):
+    for group in ("data", "model", "ngram", "vectors"):
         flatten(group, cfg.get(group) or {})
     return params
 
@@ -118,11 +118,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     make_classifier = instantiate(cfg.model, _partial_=True)
     stack = instantiate(cfg.ngram) if cfg.get("ngram") else None
+    vectors = instantiate(cfg.vectors) if cfg.get("vectors") else None
     trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.callbacks),
                           logger=_instantiate_all(cfg.logger) or False)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    model = make_classifier(num_classes=datamodule.num_classes, stack=stack)
+    # net.vocab_size=auto (data.max_features=auto) is the vocabulary the data fitted.
+    net = make_classifier.keywords["net"].with_vocabulary(datamodule.text_encoder.vocab_size)
+    model = make_classifier(net=net, num_classes=datamodule.num_classes, stack=stack)
+    if vectors is not None and cfg.ckpt_path is None:  # a resumed run has trained weights
+        vectors.initialise(model.net, *vectors.prepare(datamodule))
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("Model: %s trainable parameters, %d classes", f"{n_params:,}",
              datamodule.num_classes)
@@ -168,14 +173,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # Timer's state is checkpointed, so a resumed run counts all of its epochs.
         metrics["seconds_per_epoch"] = fit_seconds / trainer.current_epoch
     write_status(output_dir, "completed", metrics)
-    # The HPARAMS tab pairs each run's hyperparameters with its final figures.
+    # Every logger gets the run's settings and its final figures: TensorBoard's HPARAMS tab
+    # pairs them; the others (MLflow, CSV) record them as parameters and metrics.
     hp_metrics = {f"hp/{k.replace('/', '_')}": metrics[k] for k in final_metric_keys()
                   if k in metrics}
+    params = _hyperparameters(cfg, datamodule.num_classes)
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger) and hp_metrics:
-            logger.log_hyperparams(_hyperparameters(cfg, datamodule.num_classes),
-                                   metrics=hp_metrics)
-            logger.finalize("success")
+        if isinstance(logger, TensorBoardLogger):
+            if hp_metrics:
+                logger.log_hyperparams(params, metrics=hp_metrics)
+        else:
+            logger.log_hyperparams(params)
+            logger.log_metrics(hp_metrics, step=trainer.global_step)
+        logger.finalize("success")
     return metrics
 
 

@@ -18,7 +18,10 @@ from gru_lightning.train import CONFIG_DIR, compose_config, train
 from tests.conftest import QUIET, synthetic_reviews, write_parquet_copy
 
 CHOICES = ["data=imdb", "data=hub", "data=files", "data=folder", "data=lines",
-           "model=classifier", "ngram=nbsvm"]
+           "model=classifier", "ngram=nbsvm", "vectors=word2vec"]
+# The own-data sources' overlay (conf/data/_own.yaml): settings chosen from the data, in place
+# of the constructors' defaults (IMDB's and the notebook's).
+OWN_DATA = OmegaConf.load(CONFIG_DIR / "data" / "_own.yaml")
 # Arguments train.py passes itself: the data's classes, the stack built from conf/ngram.
 FROM_TRAIN_PY = {"num_classes", "stack"}
 
@@ -39,7 +42,7 @@ def _parameters(target) -> dict[str, inspect.Parameter]:
     return parameters
 
 
-def _check(node: DictConfig, where: str) -> None:
+def _check(node: DictConfig, where: str, overlay: DictConfig | None = None) -> None:
     target = get_object(node._target_)
     parameters = _parameters(target)
     own = node._target_.startswith("gru_lightning.")
@@ -48,7 +51,10 @@ def _check(node: DictConfig, where: str) -> None:
             continue
         assert key in parameters, f"{where}: {key} is not an argument of {node._target_}"
         if isinstance(node._get_node(key), DictConfig):
-            _check(node[key], f"{where}.{key}")
+            _check(node[key], f"{where}.{key}", (overlay or {}).get(key))
+            continue
+        if overlay is not None and key in overlay:
+            assert node[key] == overlay[key], f"{where}.{key} is not _own.yaml's {overlay[key]}"
             continue
         value = node._get_node(key)._value()
         if not own or (isinstance(value, str) and value.startswith("${")):
@@ -69,7 +75,9 @@ def _check(node: DictConfig, where: str) -> None:
 def test_config_keys_are_constructor_arguments_with_the_same_defaults(choice):
     group = choice.split("=")[0]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        _check(compose("train", overrides=[choice])[group], group)
+        cfg = compose("train", overrides=[choice])
+        own_data = choice in ("data=hub", "data=files", "data=folder", "data=lines")
+        _check(cfg[group], group, OWN_DATA.get(group) if own_data else None)
 
 
 def _topics_csv(tmp_path: Path) -> Path:

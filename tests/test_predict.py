@@ -38,17 +38,23 @@ def test_python_api_classifies_new_reviews(predictor):
     assert all(p.error is None and p.warning is None for p in predictions)
 
 
-def test_the_binary_probability_is_that_of_the_second_class(predictor):
-    """Two classes: `probability` is P(class_names[1]) ("pos"), whichever label wins; the
-    label is the second class exactly where it is >= 0.5."""
+def test_score_is_the_probability_of_the_label_and_scores_come_on_request(predictor):
+    """`score` is P(label), as pipeline("text-classification") gives it; two classes: the
+    label is the second class exactly where P(second) >= 0.5 (predict_proba's column)."""
     assert predictor.class_names == ["neg", "pos"]
     texts = ["great wonderful superb film", "awful boring terrible film"]
     positive, negative = predictor.predict(texts)
-    assert positive.label == "pos" and positive.probability > 0.9
-    assert negative.label == "neg" and negative.probability < 0.1  # P(pos), not P(neg)
-    probabilities = predictor.predict_proba(texts)
-    torch.testing.assert_close(probabilities, torch.tensor([positive.probability,
-                                                            negative.probability]))
+    assert positive.label == "pos" and positive.score > 0.9
+    assert negative.label == "neg" and negative.score > 0.9  # P(neg), not P(pos)
+    assert positive.scores is None
+    p_pos = predictor.predict_proba(texts)
+    torch.testing.assert_close(p_pos, torch.tensor([positive.score, 1 - negative.score]))
+    every = predictor.predict(texts, all_scores=True)
+    assert list(every[1].scores) == ["neg", "pos"]  # best first
+    assert sum(every[1].scores.values()) == pytest.approx(1.0)
+    assert list(predictor.predict(texts, top_k=1)[0].scores) == ["pos"]
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        predictor.predict(texts, top_k=0)
 
 
 def test_preprocessing_comes_from_the_checkpoint_alone(predictor, trained, tmp_path):
@@ -86,8 +92,8 @@ def test_bad_texts_get_messages_and_the_others_keep_their_results(predictor):
     assert predictions[3].label in ("pos", "neg")
     assert predictions[5].label == "pos" and predictions[5].error is None
     alone = predictor.predict([good[0], good[1], good[2]])
-    assert [p.probability for p in alone] == pytest.approx(
-        [predictions[i].probability for i in (0, 4, 6)], abs=1e-6)
+    assert [p.score for p in alone] == pytest.approx(
+        [predictions[i].score for i in (0, 4, 6)], abs=1e-6)
 
 
 def test_batch_size_and_device_leave_the_results_unchanged(predictor, trained):
@@ -135,7 +141,7 @@ def test_command_line_texts_files_and_stdin(trained, tmp_path, capsys, monkeypat
 
     assert main([str(trained.last), "--file", str(table), "--text-column", "review"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["#", "label", "P(pos)", "text"]  # the table
+    assert out[0].split() == ["#", "label", "P(label)", "text"]  # the table
     assert out[1].split()[1] == label_of(reviews[2][1])
 
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(reviews[5][0].encode())))

@@ -55,6 +55,28 @@ def test_punctuation_keeps_exclamation_and_question_marks_as_words():
     assert torch.equal(again.encode(texts), encoder.encode(texts))
 
 
+def test_punctuation_all_keeps_every_symbol_emoji_included_as_a_word():
+    texts = ["Love it 😂😂 #blessed :) @user", "so sad :( #fail"]
+    encoder = TextEncoder.fit(texts, max_features=40, maxlen=12, punctuation="all")
+    tokens = [t for t in encoder.tokenizer.encode(texts[0]).tokens if t != "[PAD]"]
+    assert tokens == ["love", "it", "😂", "😂", "#", "blessed", ":", ")", "@", "user"]
+    assert not encoder.uses_kernel  # the compiled kernel splits at fixed marks only
+    again = TextEncoder.from_dict(encoder.to_dict())
+    assert torch.equal(again.encode(texts), encoder.encode(texts))
+    # Words are split as before: the same vocabulary words as punctuation=False, plus marks.
+    plain = TextEncoder.fit(texts, max_features=40, maxlen=12)
+    assert set(plain.tokenizer.get_vocab()) < set(encoder.tokenizer.get_vocab())
+
+
+def test_min_count_leaves_rare_words_out_of_the_vocabulary():
+    texts = ["a a a b b c", "a b d"]
+    # The compiled kernel's count (where it builds), and the tokenizers trainer's ("all").
+    for punctuation in (False, "all"):
+        encoder = TextEncoder.fit(texts, 50, 8, punctuation=punctuation, min_count=2)
+        assert {"a", "b"} <= set(encoder.tokenizer.get_vocab())
+        assert not {"c", "d"} & set(encoder.tokenizer.get_vocab())
+
+
 GOLDEN_CORPUS = ["It's a GREAT film!<br /><br />Great, great acting... Really?",
                  "a dull, dull film; not great!", "Ünïcödé café: naïve film!?",
                  "the end. The END?"]

@@ -223,13 +223,16 @@ def test_multi_class_end_to_end_train_checkpoint_predict(tmp_path, capsys):
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
 
     capsys.readouterr()
-    assert main([str(checkpoint), "--jsonl", "rocket orbit nasa launch",
+    assert main([str(checkpoint), "--jsonl", "--all-scores", "rocket orbit nasa launch",
                  "market stocks bank profit"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["label"] for r in records] == ["Space", "Money"]
-    assert set(records[0]["probabilities"]) == {"Sport", "Money", "Space"}
-    assert abs(sum(records[0]["probabilities"].values()) - 1) < 1e-5
-    assert records[0]["probability"] == max(records[0]["probabilities"].values())
+    assert set(records[0]["scores"]) == {"Sport", "Money", "Space"}
+    assert abs(sum(records[0]["scores"].values()) - 1) < 1e-5
+    assert records[0]["score"] == max(records[0]["scores"].values())
+    assert main([str(checkpoint), "--jsonl", "--top-k", "2", "rocket orbit nasa launch"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert len(record["scores"]) == 2 and next(iter(record["scores"])) == "Space"
     assert main([str(checkpoint), "league goal coach match"]) == 0
     table = capsys.readouterr().out
     assert "Sport" in table.splitlines()[1] and "P(label)" in table.splitlines()[0]

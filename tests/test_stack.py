@@ -66,7 +66,7 @@ def test_bad_settings_and_labels_are_clear_errors():
         NGramModel(l2=0.0)
     with pytest.raises(ValueError, match=r"max_vocab\*\*ngram.model.max_n must be < 2\*\*62"):
         NGramModel(max_n=4, max_vocab=10**6)
-    with pytest.raises(ValueError, match="labels 0 and 1, both present"):
+    with pytest.raises(ValueError, match=re.escape("labels 0 .. 1, each present")):
         NGramModel().fit(["a", "b"], torch.tensor([1, 1]))
     with pytest.raises(RuntimeError, match="not fitted"):
         NGramModel().logits(["a"])
@@ -207,14 +207,69 @@ def test_ngram_stage_refuses_validation_on_the_test_split(compose_train):
         train(compose_train("ngram=nbsvm", "data.val_size=0"))
 
 
-def test_ngram_stage_refuses_more_than_two_classes(tmp_path):
+def _topics(n: int, seed: int) -> tuple[list[str], torch.Tensor]:
+    from tests.test_sources import TOPICS, topic_rows
+
+    rows = topic_rows(n, seed)
+    names = list(TOPICS)
+    return [f"{t} {d}" for t, d, _ in rows], torch.tensor([names.index(y) for *_, y in rows])
+
+
+def test_more_classes_fit_one_model_per_class_against_the_rest():
+    texts, labels = _topics(300, 0)
+    model = NGramModel(buckets_log2=12).fit(texts, labels, num_classes=3)
+    assert model.weight.shape == (2**12, 3) and len(model.bias) == 3
+    held_texts, held_labels = _topics(90, 1)
+    logits = model.logits(held_texts)
+    assert logits.shape == (90, 3)
+    assert (logits.argmax(1) == held_labels).float().mean() >= 0.95
+    # Each column is the binary model of its class against the rest, fitted alone.
+    alone = NGramModel(buckets_log2=12).fit(texts, (labels == 1).long())
+    torch.testing.assert_close(logits[:, 1], alone.logits(held_texts))
+    again = NGramModel.from_dict(model.to_dict())
+    assert torch.equal(again.logits(held_texts), logits)
+    assert model.features(held_texts).shape == (90, 4)  # three logits, then the log length
+    scores = model.out_of_fold_logits(texts, labels, folds=3, num_classes=3)
+    assert scores.shape == (300, 3) and (scores.argmax(1) == labels).float().mean() >= 0.9
+    with pytest.raises(ValueError, match=re.escape("labels 0 .. 3, each present")):
+        NGramModel(buckets_log2=12).fit(texts, labels, num_classes=4)
+
+
+def test_stacking_of_more_classes_shares_the_four_weights_and_biases_each_class():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (2000,), generator=generator)
+    signal = torch.nn.functional.one_hot(labels, 3).float()
+    net = signal + torch.randn(2000, 3, generator=generator)  # weak
+    ngram = 4 * signal + torch.randn(2000, 3, generator=generator)  # strong
+    features = torch.cat([ngram, torch.full((2000, 1), 3.0)], 1)
+    weights = fit_stacking(net, features, labels)
+    assert len(weights["bias"]) == 3 and len(weights["length"]) == 3
+    assert weights["ngram"] > weights["net"] > 0
+    stacked = stack(weights, net, features)
+    assert stacked.shape == (2000, 3)
+    assert (stacked.argmax(1) == labels).float().mean() > (ngram.argmax(1) == labels).float(
+        ).mean() - 0.01
+    # Class weights move the biases towards the class they weigh up.
+    weighted = fit_stacking(net, features, labels, class_weight=torch.tensor([1.0, 1.0, 5.0]))
+    assert weighted["bias"][2] - weighted["bias"][0] > weights["bias"][2] - weights["bias"][0]
+
+
+def test_ngram_stage_stacks_on_more_than_two_classes(tmp_path):
     from tests.test_sources import topic_rows, write_table
 
     rows = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(300, 0)]
     csv = write_table(tmp_path / "topics.csv", rows)
     cfg = compose_train_config(tmp_path, None, "data=files", f"data.train_file={csv}",
-                               "data.test_size=0.2", "data.val_size=0.1", "ngram=nbsvm")
-    message = "ngram=nbsvm takes two classes; the data has 3: money, space, sport"
-    with pytest.raises(ValueError, match=message):
-        train(cfg)
-    assert not list((tmp_path / "cache").glob("ngram-*"))  # nothing fitted
+                               "data.test_size=0.2", "data.val_size=0.1", "ngram=nbsvm",
+                               "ngram.model.buckets_log2=14", "trainer.max_epochs=2",
+                               "model.optimizer.lr=0.01")
+    metrics = train(cfg)
+    assert metrics["ngram/test_acc"] >= 0.9 and metrics["test/acc"] >= 0.9
+    classifier = Predictor.from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" /
+                                           "last.ckpt")
+    assert len(classifier.stack.weights["bias"]) == 3
+    texts = ["the rocket reached orbit", "the striker scored a goal"]
+    probs = classifier.predict_proba(texts)
+    assert probs.shape == (2, 3)
+    assert [p.label for p in classifier.predict(texts)] == ["space", "sport"]
+    torch.testing.assert_close(probs.sum(1), torch.ones(2))

@@ -19,7 +19,7 @@ import tokenizers
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from gru_lightning.data import cache
+from gru_lightning.data import adaptive, cache
 from gru_lightning.data.base import DataError, TextSource
 from gru_lightning.data.batches import SliceBatchSampler, TensorBatchDataset, batch_as_is
 from gru_lightning.data.checks import check_size, kept_rows, split_columns
@@ -40,14 +40,16 @@ class TextDataModule(L.LightningDataModule):
 
     Args:
         source: where the texts come from (a `TextSource`; conf/data/ builds one per file).
-        max_features: vocabulary size, padding and unknown ids included.
-        maxlen: tokens per text after padding/truncation.
+        max_features: vocabulary size, padding and unknown ids included; "auto": the words
+            seen twice or more in the training texts (data/adaptive.py).
+        maxlen: tokens per text after padding/truncation; "auto": the 95th percentile of the
+            training texts' word counts.
         padding, truncating: "pre" (Keras' default: keep the last `maxlen` tokens, pad in
             front) or "post".
         punctuation: also keep "!" and "?" as words (the notebook's word index drops them).
         val_size: training texts held out for validation (an int), or a fraction in
             (0, 1); 0 validates on the test split, as the Keras notebook did. Not used where
-            the source has a validation split of its own.
+            the source has a validation split of its own. "auto": a tenth, at most 5,000.
         split_seed: seed of the hold-outs (validation, and test where the source has no test
             split), fixed apart from the run's seed so that runs with different seeds share
             them (and one cache entry).
@@ -61,12 +63,12 @@ class TextDataModule(L.LightningDataModule):
     def __init__(
         self,
         source: TextSource,
-        max_features: int = 10000,
-        maxlen: int = 100,
+        max_features: int | str = 10000,
+        maxlen: int | str = 100,
         padding: Side = "pre",
         truncating: Side = "pre",
         punctuation: bool = False,
-        val_size: int | float = 1000,
+        val_size: int | float | str = 1000,
         split_seed: int = 42,
         batch_size: int = 64,
         eval_batch_size: int = 256,
@@ -76,13 +78,19 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         for name, value in (("maxlen", maxlen), ("batch_size", batch_size),
                             ("eval_batch_size", eval_batch_size)):
+            if name == "maxlen" and adaptive.is_auto(value):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
-        if isinstance(max_features, bool) or not isinstance(max_features, int) or max_features < 3:
-            raise ValueError(f"data.max_features must be an integer >= 3, got {max_features!r}")
+        if not adaptive.is_auto(max_features) and (
+                isinstance(max_features, bool) or not isinstance(max_features, int)
+                or max_features < 3):
+            raise ValueError(f"data.max_features must be an integer >= 3 or auto, got "
+                             f"{max_features!r}")
         check_side("data.padding", padding)
         check_side("data.truncating", truncating)
-        check_size("data.val_size", val_size, zero_ok=True)
+        if not adaptive.is_auto(val_size):
+            check_size("data.val_size", val_size, zero_ok=True)
         self.source = source
         self.max_features = max_features
         self.maxlen = maxlen
@@ -106,6 +114,11 @@ class TextDataModule(L.LightningDataModule):
         if not self.class_names:
             raise RuntimeError("num_classes is known after setup()")
         return len(self.class_names)
+
+    def class_counts(self) -> torch.Tensor:
+        """Training texts per class, in the order of `class_names`; known after `setup`."""
+        labels = self.splits["train"].labels.long().cpu()
+        return torch.bincount(labels, minlength=self.num_classes)
 
     @property
     def has_validation_split(self) -> bool:
@@ -177,7 +190,8 @@ class TextDataModule(L.LightningDataModule):
                      "used", setting, len(labels["val"]))
             fit_rows = list(range(n_train))
         else:
-            n_val = count(self.val_size, n_train)
+            n_val = (adaptive.validation_size(n_train) if adaptive.is_auto(self.val_size)
+                     else count(self.val_size, n_train))
             if n_val >= n_train:
                 raise ValueError(f"data.val_size={self.val_size} leaves no training texts "
                                  f"(the train split has {n_train})")
@@ -192,8 +206,8 @@ class TextDataModule(L.LightningDataModule):
             split_texts["val"] = [train_texts[i] for i in val_rows]
             split_labels["val"] = [train_labels[i] for i in val_rows]
         # The vocabulary sees only the texts the model trains on.
-        encoder = TextEncoder.fit(split_texts["train"], self.max_features, self.maxlen,
-                                  self.padding, self.truncating, self.punctuation)
+        encoder = adaptive.fit_encoder(split_texts["train"], self.max_features, self.maxlen,
+                                       self.padding, self.truncating, self.punctuation)
         # Two classes: one logit and BCE, float targets; more: class ids for cross-entropy.
         label_dtype = torch.float32 if len(class_names) == 2 else torch.int64
         # int32 ids halve memory at long maxlen; nn.Embedding takes them as they are.

@@ -36,6 +36,13 @@ class NetworkSettings:
         """The network for `num_classes` classes."""
         raise NotImplementedError
 
+    def with_vocabulary(self, size: int) -> NetworkSettings:
+        """These settings with a `vocab_size` of "auto" (the data's vocabulary,
+        `data.max_features=auto`) set to `size`; unchanged for any other."""
+        if getattr(self, "vocab_size", None) == "auto":
+            return dataclasses.replace(self, vocab_size=size)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain types, with the class that reads them back (`from_dict`)."""
         kind = type(self)

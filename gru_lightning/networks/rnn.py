@@ -25,8 +25,9 @@ CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 class RNN(NetworkSettings):
     """A GRU or LSTM text classifier's settings (`conf/model/net/rnn.yaml`)."""
 
-    vocab_size: int = 10000
-    """Embedding rows: the data's max_features."""
+    vocab_size: int | str = 10000
+    """Embedding rows: the data's max_features ("auto": the data's vocabulary, filled in by
+    `with_vocabulary` once the data is read)."""
     embedding_dim: int = 128
     """Embedding width."""
     hidden_size: int = 64
@@ -48,13 +49,16 @@ class RNN(NetworkSettings):
     """"gru" or "lstm"."""
     init: Init = "keras"
     """"keras" (Keras' default initializers, which matter at 3 epochs) or "torch"."""
+    freeze_embedding: bool = False
+    """Keep the embedding as initialised (word vectors, `vectors=`), not trained."""
     fused_gru: bool = True
     """The GRU on the CPU with this project's fused kernel (runtime/fused_gru.py): nn.GRU's
     parameters and math, ~2x faster. On a GPU, and for the LSTM, PyTorch's kernels run."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embedding_dim", "hidden_size", "num_layers"):
-            positive_int(name, getattr(self, name))
+            if not (name == "vocab_size" and self.vocab_size == "auto"):
+                positive_int(name, getattr(self, name))
         for name in ("dropout", "embedding_dropout", "word_dropout"):
             share(name, getattr(self, name))
         if self.cell not in CELLS:
@@ -66,6 +70,9 @@ class RNN(NetworkSettings):
             raise ValueError(f"model.net.init must be 'torch' or 'keras', got {self.init!r}")
 
     def build(self, num_classes: int) -> RNNClassifier:
+        if self.vocab_size == "auto":
+            raise ValueError("model.net.vocab_size is auto: with_vocabulary(size) sets it from "
+                             "the data first")
         return RNNClassifier(self, num_classes)
 
 
@@ -103,6 +110,7 @@ class RNNClassifier(nn.Module):
         self.word_dropout = s.word_dropout
         self.num_directions = 2 if s.bidirectional else 1
         self.embedding = nn.Embedding(s.vocab_size, s.embedding_dim)
+        self.embedding.weight.requires_grad_(not s.freeze_embedding)
         self.embedding_dropout = nn.Dropout1d(s.embedding_dropout)  # over [batch, channel, time]
         rnn_class = FusedGRU if s.cell == "gru" and s.fused_gru else CELLS[s.cell]
         self.rnn = rnn_class(s.embedding_dim, s.hidden_size, num_layers=s.num_layers,
