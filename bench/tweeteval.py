@@ -9,6 +9,12 @@ from an empty cache, timed end to end; its best checkpoint is then scored on the
 (to choose settings by) and, with --split test or both, on `test` (to report, once). The
 official metrics (the benchmark's README): macro F1; irony: F1 of the ironic class; stance:
 the mean of the F1 of `against` and `favor`. Writes `<out>/results.json` and prints a table.
+
+    python bench/tweeteval.py --unlabeled outputs/tweeteval_unlabeled.txt
+
+writes the file of unlabeled tweets the recommended command trains its word vectors on: the
+training tweets of all six tasks, less any tweet that is also a val or test tweet of any task
+(so no text scored later is seen before, even unlabeled).
 """
 
 from __future__ import annotations
@@ -106,14 +112,34 @@ def run_task(task: str, data: Path, out: Path, overrides: list[str],
     return row
 
 
+def write_unlabeled(data: Path, path: Path) -> None:
+    def lines(file: Path) -> list[str]:
+        return [line for line in file.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+    held = {line.strip() for pattern in ("*/val_text.txt", "*/test_text.txt",
+                                         "stance/*/val_text.txt", "stance/*/test_text.txt")
+            for file in data.glob(pattern) for line in lines(file)}
+    train = [line for pattern in ("*/train_text.txt", "stance/*/train_text.txt")
+             for file in sorted(data.glob(pattern)) for line in lines(file)]
+    kept = [line for line in train if line.strip() not in held]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    print(f"{path}: {len(kept)} training tweets ({len(train) - len(kept)} left out: also a "
+          "val or test tweet)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/tweeteval")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "tweeteval")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--split", choices=("val", "test", "both"), default="val")
+    parser.add_argument("--unlabeled", type=Path, help="write the unlabeled tweets there, exit")
     parser.add_argument("overrides", nargs="*", help="train.py overrides, after --")
     args = parser.parse_args()
+    if args.unlabeled:
+        write_unlabeled(args.data, args.unlabeled)
+        return
     splits = ["val", "test"] if args.split == "both" else [args.split]
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -20,7 +20,14 @@ from gru_lightning.metrics import METRICS
 from gru_lightning.model import TextClassifier
 from gru_lightning.runtime.run_record import user_message
 from gru_lightning.train import train
-from tests.conftest import QUIET, ROOT, SMALL, TRAINED_EPOCHS, synthetic_reviews
+from tests.conftest import (
+    QUIET,
+    ROOT,
+    SMALL,
+    TRAINED_EPOCHS,
+    compose_train_config,
+    synthetic_reviews,
+)
 
 
 def run_entry(*overrides: str, tmp_path: Path, env: dict[str, str] | None = None,
@@ -340,3 +347,25 @@ def test_tensorboard_logging_never_imports_tensorflow(tmp_path):
     lookup = "from tensorboard.compat import tf; getattr(tf, 'io', None)"
     subprocess.run([sys.executable, "-c", lookup], env=env, check=True, capture_output=True)
     assert mark.exists()
+
+
+def test_mlflow_tracks_the_run_beside_tensorboard_in_a_sqlite_store(tmp_path, parquet_copy):
+    pytest.importorskip("mlflow", reason="the mlflow extra: pip install -e '.[mlflow]'")
+    from mlflow.tracking import MlflowClient
+
+    cfg = compose_train_config(tmp_path, parquet_copy, "logger=[tensorboard,mlflow]",
+                               "trainer.max_epochs=2")
+    metrics = train(cfg)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert cfg.logger.mlflow.tracking_uri == uri  # the default store: <root>/mlflow.db
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("gru-lightning")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["output_dir"] == cfg.paths.output_dir
+    assert run.data.params["model/net/hidden_size"] == "16"
+    assert run.data.params["data/maxlen"] == "24"
+    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # per epoch
+    assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert run.data.metrics["hp/val_acc_best"] == pytest.approx(metrics["val/acc_best"])
+    assert list((Path(cfg.paths.output_dir)).glob("events.out.tfevents.*"))  # and TensorBoard
