@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import gru_lightning
 from gru_lightning import checkpoints
 from gru_lightning.checkpoints import CheckpointError
 from gru_lightning.model import TextClassifier
@@ -25,7 +26,8 @@ OLD_SETTINGS = ["data.max_features=60", "model.net.embedding_dim=8", "model.net.
 
 def test_this_release_writes_its_format_and_the_network_settings(trained):
     state = checkpoints.read(trained.last)
-    assert state["format"] == {"checkpoint": checkpoints.CHECKPOINT_FORMAT, "release": "0.2.0"}
+    assert state["format"] == {"checkpoint": checkpoints.CHECKPOINT_FORMAT,
+                               "release": gru_lightning.__version__}
     assert state["network"]["class"] == "gru_lightning.networks.rnn.RNN"
     assert state["network"]["settings"]["hidden_size"] == 16
     assert state["num_classes"] == 2 and state["class_names"] == ["neg", "pos"]
@@ -49,7 +51,7 @@ def test_release_0_1_0_resumes_training(compose_train, tmp_path):
     metrics = train(compose_train(*OLD_SETTINGS, "trainer.max_epochs=3", f"ckpt_path={OLD}"))
     assert metrics["epochs"] == 3 and metrics["test/acc"] >= OLD_PREDICTIONS["test_acc"] - 0.02
     resumed = checkpoints.read(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert resumed["epoch"] == 2 and resumed["format"]["release"] == "0.2.0"
+    assert resumed["epoch"] == 2 and resumed["format"]["release"] == gru_lightning.__version__
     assert set(resumed["stack"]["stacking"]) >= {"net", "ngram", "net_by_length", "bias"}
 
 
