@@ -11,8 +11,8 @@ and the p50/p95/p99 latency. The in-process `Predictor.predict` on the same 64-t
 is the ceiling. Writes bench/results/serve_load.{json,md}.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the peer's body model from the
+# annotation of its endpoint, a class defined inside plain_server().
 import argparse
 import asyncio
 import json

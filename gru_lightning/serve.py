@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import litserve as ls
+import torch
 from fastapi import Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -79,14 +80,17 @@ class ClassifierAPI(ls.LitAPI):
     before a request is queued), one forward pass per batch of requests, encode."""
 
     def __init__(self, checkpoint: str, device: str | None = None, api_key: str | None = None,
-                 **batching: Any):
+                 threads: int | None = None, **batching: Any):
         super().__init__(**batching)
         self.checkpoint = checkpoint  # only plain values: the worker process unpickles this
         self.device = device
         self.api_key = api_key
+        self.threads = threads
         self.batched = batching.get("max_batch_size", 1) > 1
 
     def setup(self, device: str) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
         self.predictor = Predictor.from_checkpoint(self.checkpoint, self.device or device)
 
     def decode_request(self, request: PredictRequest) -> tuple[list[str], int | None, bool]:
@@ -171,7 +175,7 @@ def build_server(args: argparse.Namespace) -> ls.LitServer:
     one message before any worker starts."""
     info = model_info(args.checkpoint)
     Predictor.from_checkpoint(args.checkpoint, args.device or "cpu")
-    api = ClassifierAPI(args.checkpoint, args.device, args.api_key,
+    api = ClassifierAPI(args.checkpoint, args.device, args.api_key, args.threads,
                         max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
     PredictRequest.limits = {"max_texts": args.max_texts, "max_chars": args.max_chars}
     accelerator = "cuda" if (args.device or "").startswith("cuda") else "cpu"
@@ -204,6 +208,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-body", type=int, default=MAX_BODY,
                         help="request body bytes; a larger one is refused (413)")
     parser.add_argument("--workers", type=int, default=1, help="inference worker processes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch threads per worker (default: PyTorch's, one per core)")
     parser.add_argument("--timeout", type=float, default=30,
                         help="seconds a request may wait in the queue (then 504)")
     args = parser.parse_args(argv)
