@@ -1,6 +1,7 @@
 """Load test of `python -m gru_lightning.serve` against a plain endpoint, over real HTTP.
 
     python bench/serve_load.py CKPT --texts ../shared/data/imdb [--seconds 8] [--requests 1500]
+    python bench/serve_load.py CKPT --serve-options="--threads 1"   # options of the server
 
 Both servers run on 127.0.0.1, one at a time, each in a process of its own: the LitServe
 server (dynamic batching across requests), then the peer, a plain FastAPI/uvicorn endpoint

@@ -69,11 +69,12 @@ def read(path: str | Path, setting: str = "checkpoint ", weights_only: bool = Tr
 
 
 def contents(network: NetworkSettings, num_classes: int, class_names: list[str],
-             text_encoder: TextEncoder | None, stack: NGramStack | None) -> dict[str, Any]:
+             text_encoder: TextEncoder | None, stack: NGramStack | None,
+             class_values: list[str] | None = None) -> dict[str, Any]:
     """This project's keys of a checkpoint (see the module docstring)."""
     return {"format": {"checkpoint": CHECKPOINT_FORMAT, "release": __version__},
             "network": network.to_dict(), "num_classes": num_classes,
-            "class_names": list(class_names),
+            "class_names": list(class_names), "class_values": class_values,
             "text_encoder": text_encoder.to_dict() if text_encoder is not None else None,
             "stack": stack.to_dict() if stack is not None else None}
 

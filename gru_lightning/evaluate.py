@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from gru_lightning import checkpoints
 from gru_lightning.checkpoints import CheckpointError
 from gru_lightning.data.base import DataError, DatasetUnavailableError, TextSource
-from gru_lightning.data.checks import split_columns
+from gru_lightning.data.checks import kept_rows, split_columns
 from gru_lightning.predict import Predictor
 
 
@@ -59,29 +60,40 @@ def source_of(args: argparse.Namespace) -> TextSource:
 
 def labelled_texts(source: TextSource) -> tuple[list[str], list[Any], list[str] | None]:
     """The source's texts, raw labels and, where the data names its classes (a mapping file,
-    class folders, a ClassLabel), those names."""
+    class folders, a ClassLabel), those names. Blank texts are left out, as in training, and
+    the log names their rows."""
     data = source.read()["train"]
     texts, labels = split_columns(data, source.text_columns, source.label_column, "labelled",
                                   source.setting())
+    rows = kept_rows("labelled", texts, source.setting())
     names = getattr(data.features.get(source.label_column), "names", None)
-    return [t or "" for t in texts], labels, names
+    return [texts[i] for i in rows], [labels[i] for i in rows], names
 
 
 def class_ids(labels: Sequence[Any], data_names: list[str] | None,
-              class_names: Sequence[str]) -> torch.Tensor:
-    """Each label as the index of the checkpoint's class: by name (a label's own, or its
-    class's in the data's names); an integer that names no class is a class id, counted in
-    the order of training (sorted labels). Labels of no class are one error naming them."""
+              class_names: Sequence[str], class_values: Sequence[str] | None = None
+              ) -> torch.Tensor:
+    """Each label as the index of the checkpoint's class: by the raw training label of each
+    class where the checkpoint has them (`class_values`: labels 1-4 named World, ... by
+    data.label_names), else by name (a label's own, or its class's in the data's names); an
+    integer that names no class is a class id. Labels of no class are one error naming
+    them."""
     index = {name: i for i, name in enumerate(class_names)}
+    by_value = {value: i for i, value in enumerate(class_values or ())}
     ids, unknown = [], {}
     for value in labels:
-        name = data_names[value] if data_names is not None and isinstance(value, int) else value
-        if str(name) in index:
-            ids.append(index[str(name)])
-        elif isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(index):
-            ids.append(name)
+        if data_names is not None and isinstance(value, int):
+            value = data_names[value]  # the data's own class name (mapping file, ClassLabel)
+        elif str(value) in by_value:  # the raw label training saw
+            ids.append(by_value[str(value)])
+            continue
+        if str(value) in index:
+            ids.append(index[str(value)])
+        elif (not by_value and isinstance(value, int) and not isinstance(value, bool)
+              and 0 <= value < len(index)):
+            ids.append(value)
         else:
-            unknown[name] = unknown.get(name, 0) + 1
+            unknown[value] = unknown.get(value, 0) + 1
     if unknown:
         shown = ", ".join(f"{k!r} ({n} text{'s' * (n > 1)})" for k, n in unknown.items())
         raise DataError(f"labels unseen in training: {shown}; the checkpoint's classes are "
@@ -193,14 +205,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = source_of(args)
         classifier = Predictor.from_checkpoint(args.checkpoint, args.device)
         texts, labels, data_names = labelled_texts(source)
-        truth = class_ids(labels, data_names, classifier.class_names)
+        values = checkpoints.read(args.checkpoint).get("class_values")
+        truth = class_ids(labels, data_names, classifier.class_names, values)
         probs = classifier.predict_proba(texts, args.batch_size)
     except (FileNotFoundError, CheckpointError, DatasetUnavailableError, DataError,
             ValueError) as error:
         return fail(str(error))
     names = classifier.class_names
     predicted = (probs >= 0.5).long() if classifier.binary else probs.argmax(1)
-    chance = probs if classifier.binary else probs.max(1).values
+    # The probability of the predicted class, as predict's and the server's `score`.
+    chance = (torch.where(predicted == 1, probs, 1 - probs) if classifier.binary
+              else probs.max(1).values)
     result = report(predicted, truth, names)
     result["checkpoint"] = str(args.checkpoint)
     if args.jsonl:

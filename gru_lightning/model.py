@@ -81,6 +81,7 @@ class TextClassifier(L.LightningModule):
         self.text_encoder: TextEncoder | None = None
         self.class_names: list[str] = (["neg", "pos"] if self.binary
                                        else [str(i) for i in range(num_classes)])
+        self.class_values: list[str] | None = None  # the data's raw label of each class
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: str = "cpu") -> TextClassifier:
@@ -205,6 +206,7 @@ class TextClassifier(L.LightningModule):
                     f"the data has {len(names)} classes ({', '.join(names)}) but the model "
                     f"{self.hparams.num_classes}; resume with the data it was trained on")
             self.class_names = list(names)
+            self.class_values = getattr(datamodule, "class_values", None)
         if self.hparams.class_weights and hasattr(datamodule, "class_counts"):
             self._weigh_classes(datamodule.class_counts())
 
@@ -236,11 +238,12 @@ class TextClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.update(checkpoints.contents(
             self.net_settings, self.hparams.num_classes, self.class_names, self.text_encoder,
-            self.stack))
+            self.stack, self.class_values))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoints.upgrade(checkpoint)
         self.class_names = list(checkpoint["class_names"])
+        self.class_values = checkpoint.get("class_values")
         if self.stack is not None and checkpoint.get("stack") is not None:
             self.stack.load_state(checkpoint["stack"])
         saved = checkpoint.get("text_encoder")

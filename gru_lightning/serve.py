@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gru_lightning import checkpoints
 from gru_lightning.checkpoints import CheckpointError
-from gru_lightning.predict import Prediction, Predictor
+from gru_lightning.predict import Prediction, Predictor, resolve_device
 
 MAX_TEXTS, MAX_CHARS, MAX_BODY = 256, 100_000, 8 * 2**20  # per request; per text; bytes
 
@@ -174,12 +174,14 @@ def build_server(args: argparse.Namespace) -> ls.LitServer:
     """The LitServer the options describe; reads the checkpoint once here, so a bad one is
     one message before any worker starts."""
     info = model_info(args.checkpoint)
-    Predictor.from_checkpoint(args.checkpoint, args.device or "cpu")
-    api = ClassifierAPI(args.checkpoint, args.device, args.api_key, args.threads,
+    device = resolve_device(args.device)  # cuda where there is one, as predict chooses
+    Predictor.from_checkpoint(args.checkpoint, "cpu")
+    api = ClassifierAPI(args.checkpoint, str(device), args.api_key, args.threads,
                         max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
     PredictRequest.limits = {"max_texts": args.max_texts, "max_chars": args.max_chars}
-    accelerator = "cuda" if (args.device or "").startswith("cuda") else "cpu"
-    server = ls.LitServer(api, accelerator=accelerator, workers_per_device=args.workers,
+    accelerator = "cuda" if device.type == "cuda" else "cpu"
+    server = ls.LitServer(api, accelerator=accelerator, devices=1,
+                          workers_per_device=args.workers,
                           timeout=args.timeout, model_metadata=info,
                           max_payload_size=args.max_body)
     server.app.add_exception_handler(RequestValidationError, _one_line_error)

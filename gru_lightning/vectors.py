@@ -235,12 +235,14 @@ def read_vectors(path: Path, vocab: dict[str, int],
                 continue  # word2vec / fastText header: count and dimension
             if not line.strip():
                 continue
-            if len(parts) != dim + 1:
+            if len(parts) < dim + 1 or (len(parts) > dim + 1 and _is_number(parts[-dim - 1])):
                 raise DataError(f"{path}:{number}: {len(parts) - 1} values after the word, "
                                 f"but the embedding has {dim}: set model.net.embedding_dim to"
                                 f" the vectors' dimension")
             seen += 1
-            word = parts[0]
+            # The values are the last `dim` fields: a few GloVe words hold spaces (". . .").
+            word = " ".join(parts[:-dim])
+            parts = [word, *parts[-dim:]]
             i = vocab.get(word, vocab.get(word.lower()))
             if i is None or i < 2 or (found[i] and word != word.lower()):
                 continue  # the lowercase form wins over a capitalised one
@@ -253,6 +255,14 @@ def read_vectors(path: Path, vocab: dict[str, int],
     if not seen:
         raise DataError(f"{path}: holds no vectors (an empty file, or a header alone)")
     return table, found
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_binary(path: Path, vocab: dict[str, int], dim: int, table: torch.Tensor,

@@ -221,3 +221,32 @@ def test_evaluate_of_a_multi_class_checkpoint_by_the_mapping_names(tmp_path, cap
     assert report["texts"] == 60 and report["accuracy"] >= 0.9
     expected = [sum(1 for *_, y in topic_rows(60, 2) if y == name) for name in TOPICS]
     assert [report["classes"][n]["support"] for n in TOPICS] == expected
+
+
+def test_evaluate_maps_raw_labels_as_training_did_with_label_names(tmp_path, capsys):
+    from tests.test_sources import write_table
+
+    names = list(TOPICS)  # sport, money, space: labels 1, 2, 3 in the files
+    rows = [{"text": f"{t} {d}", "label": names.index(y) + 1} for t, d, y in topic_rows(300, 0)]
+    csv = write_table(tmp_path / "topics.csv", rows)
+    cfg = compose_config([f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
+                          f"paths.cache_dir={tmp_path / 'cache'}", "data=files",
+                          f"data.train_file={csv}", "data.label_names=[Sport,Money,Space]",
+                          "model.net.embedding_dim=16", "model.net.hidden_size=16",
+                          "model.optimizer.lr=0.02", "trainer.max_epochs=3",
+                          "trainer.accelerator=cpu", *QUIET])
+    train(cfg)
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    held = [{"text": f"{t} {d}", "label": names.index(y) + 1} for t, d, y in topic_rows(60, 5)]
+    capsys.readouterr()
+    assert evaluate([str(checkpoint), "--file", str(write_table(tmp_path / "held.csv", held)),
+                     "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # Label 1 is Sport (the first sorted training label), not class id 1 (Money): a shifted
+    # mapping would score a third at most.
+    assert report["accuracy"] >= 0.7
+    assert report["classes"]["Sport"]["support"] == sum(r["label"] == 1 for r in held)
+    unseen = write_table(tmp_path / "unseen.csv", [{"text": "goal", "label": 4},
+                                                   {"text": "bank", "label": 2}])
+    assert evaluate([str(checkpoint), "--file", str(unseen)]) == 1
+    assert "labels unseen in training: 4 (1 text)" in capsys.readouterr().err

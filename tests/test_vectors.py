@@ -38,6 +38,14 @@ def test_text_vectors_with_and_without_a_header(tmp_path, header):
     assert table[4].tolist() == [0, 0, 0]
 
 
+def test_a_word_holding_spaces_takes_the_last_dim_fields_as_its_values(tmp_path):
+    # GloVe's 840B vectors hold a few such words (". . .").
+    path = _write(tmp_path / "v.txt", ". . . 1 2 3\ngood 4 5 6\n")
+    table, found = read_vectors(path, {**VOCAB, ". . .": 5}, 3)
+    assert table[5].tolist() == [1, 2, 3] and table[2].tolist() == [4, 5, 6]
+    assert found.tolist() == [False, False, True, False, False, True]
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "{path}: holds no vectors (an empty file, or a header alone)"),
     (b"2 3\n", "{path}: holds no vectors (an empty file, or a header alone)"),

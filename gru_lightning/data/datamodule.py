@@ -105,6 +105,7 @@ class TextDataModule(L.LightningDataModule):
         self.tensors_on_device = tensors_on_device
         self.text_encoder: TextEncoder | None = None
         self.class_names: list[str] = []
+        self.class_values: list[str] | None = None  # the raw training label of each class
         self.splits: dict[str, TensorBatchDataset] = {}
         self.cache_hit: bool | None = None  # set by prepare_data: was tokenization skipped?
 
@@ -167,6 +168,10 @@ class TextDataModule(L.LightningDataModule):
         names = getattr(feature, "names", None)  # a datasets.ClassLabel's
         ids, class_names = source.check_labels({s: c[1] for s, c in columns.items()}, names)
         rows = {split: kept_rows(split, columns[split][0], setting) for split in columns}
+        # The raw training label of each class (where the data names no classes itself), so
+        # a labelled file scored later maps its labels as training did (evaluate.py).
+        class_values = (None if names is not None else
+                        [str(v) for v in sorted({columns["train"][1][i] for i in rows["train"]})])
         texts = {split: [columns[split][0][i] for i in rows[split]] for split in columns}
         labels = {split: [ids[split][i] for i in rows[split]] for split in columns}
 
@@ -219,7 +224,8 @@ class TextDataModule(L.LightningDataModule):
                  len(splits["test"]["labels"]), len(class_names),
                  ", ".join(class_names), time.perf_counter() - start)
         return {"splits": splits, "text_encoder": encoder.to_dict(),
-                "class_names": class_names, "texts": split_texts}
+                "class_names": class_names, "class_values": class_values,
+                "texts": split_texts}
 
     def _write(self, path: Path) -> None:
         cache.save_atomically(self._build_tensors(path), path)
@@ -277,6 +283,7 @@ class TextDataModule(L.LightningDataModule):
                                    check, say_found=False)  # prepare_data said it
         self.text_encoder = TextEncoder.from_dict(data["text_encoder"])
         self.class_names = list(data["class_names"])
+        self.class_values = data.get("class_values")
         self.splits = {name: TensorBatchDataset(s["ids"], s["labels"])
                        for name, s in data["splits"].items()}
         # val_size=0: validate on the test split, as the Keras notebook did.
