@@ -38,7 +38,10 @@ METRICS: dict[str, tuple[Callable[[], Metric], Callable[[int], Metric]]] = {
     "macro_f1": (BinaryMacroF1Score, lambda k: MulticlassF1Score(k, average="macro")),
     "auroc": (BinaryAUROC, lambda k: MulticlassAUROC(k, average="macro")),
 }
-MONITOR = "acc"  # what val/acc_best tracks
+MONITOR = "acc"  # the step-level metric of training (train/acc_step)
+# Tracked at their best epoch so far (val/acc_best, val/macro_f1_best): what a sweep can
+# optimise, by the same metric as the checkpoint (optimized_metric: ${monitor}_best).
+BEST = ("acc", "macro_f1")
 
 
 def metric_collection(num_classes: int, prefix: str) -> MetricCollection:
@@ -50,7 +53,8 @@ def metric_collection(num_classes: int, prefix: str) -> MetricCollection:
 
 def final_metric_keys() -> list[str]:
     """The run's final figures that the HPARAMS tab and the sweep report show."""
-    return [f"val/{MONITOR}_best", *(f"test/{name}" for name in METRICS), "test/loss"]
+    return [*(f"val/{name}_best" for name in BEST), *(f"test/{name}" for name in METRICS),
+            "test/loss"]
 
 
 class EpochOutputs:

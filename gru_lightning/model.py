@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 
 from gru_lightning import checkpoints
-from gru_lightning.metrics import MONITOR, EpochOutputs, metric_collection
+from gru_lightning.metrics import BEST, MONITOR, EpochOutputs, metric_collection
 from gru_lightning.networks.base import NetworkSettings, probabilities
 from gru_lightning.preprocessing import TextEncoder
 
@@ -72,7 +72,7 @@ class TextClassifier(L.LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_": metric_collection(num_classes, f"{s}/")
                                       for s in STAGES})
         self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
-        self.val_best = MaxMetric()
+        self.val_best = nn.ModuleDict({name: MaxMetric() for name in BEST})
         # Each stage keeps its steps' outputs in one growing tensor per column and feeds them
         # to torchmetrics once per epoch, which computes and syncs them across DDP processes:
         # updating the metrics every step cost ~0.5 ms a step on a 2-core CPU, and AUROC's
@@ -158,8 +158,9 @@ class TextClassifier(L.LightningModule):
                        "loss": self.loss_fn(logits, labels).expand(len(labels))}
         values = {**self._epoch_values("val", outputs), **extra}
         if not self.trainer.sanity_checking:
-            self.val_best(values[f"val/{MONITOR}"])
-            values[f"val/{MONITOR}_best"] = self.val_best.compute()
+            for name, best in self.val_best.items():
+                best(values[f"val/{name}"])
+                values[f"val/{name}_best"] = best.compute()
         self.log_dict(values, prog_bar=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

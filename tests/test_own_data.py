@@ -153,6 +153,10 @@ def test_own_data_run_stops_early_keeps_the_best_by_macro_f1_and_evaluates(tmp_p
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
     assert metrics["epochs"] < 12  # stopped early
+    # A sweep's target follows the checkpoint's metric (hparams_search/optuna.yaml).
+    assert metrics["val/macro_f1_best"] >= metrics["val/macro_f1"]
+    assert compose_config(["data=lines", "hparams_search=optuna", "paths.output_dir=/tmp/x"]
+                          ).optimized_metric == "val/macro_f1_best"
     assert metrics["test/macro_f1"] >= 0.9
     best = [p for p in (run / "checkpoints").glob("epoch*.ckpt")]
     assert len(best) == 1
