@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gru_lightning.data.lines import LinesSource  # noqa: E402
-from gru_lightning.evaluate import class_ids, labelled_texts, report  # noqa: E402
+from gru_lightning.evaluate import report, scored  # noqa: E402
 from gru_lightning.predict import Predictor  # noqa: E402
 
 TASKS = ("emoji", "emotion", "hate", "irony", "offensive", "stance")
@@ -78,10 +78,7 @@ def predictions(checkpoint: Path, folder: Path, split: str) -> tuple[torch.Tenso
                          train_labels=str(folder / f"{split}_labels.txt"),
                          mapping=str(_mapping(folder)), test_size=None)
     classifier = Predictor.from_checkpoint(checkpoint, "cpu")
-    texts, labels, names = labelled_texts(source)
-    truth = class_ids(labels, names, classifier.class_names)
-    probs = classifier.predict_proba(texts)
-    predicted = (probs >= 0.5).long() if classifier.binary else probs.argmax(1)
+    _, truth, predicted, _ = scored(classifier, source)
     return predicted, truth, classifier.class_names
 
 

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from gru_lightning import checkpoints
 from gru_lightning.checkpoints import CheckpointError
 from gru_lightning.data.base import DataError, DatasetUnavailableError, TextSource
 from gru_lightning.data.checks import kept_rows, split_columns
+from gru_lightning.networks.base import predicted_classes
 from gru_lightning.predict import Predictor
 
 
@@ -99,6 +99,16 @@ def class_ids(labels: Sequence[Any], data_names: list[str] | None,
         raise DataError(f"labels unseen in training: {shown}; the checkpoint's classes are "
                         f"{', '.join(class_names)}")
     return torch.tensor(ids, dtype=torch.long)
+
+
+def scored(classifier: Predictor, source: TextSource, batch_size: int = 1024,
+           ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The source's texts, their true class ids (`class_ids`), the classifier's predicted
+    ids and its probabilities (`Predictor.predict_proba`)."""
+    texts, labels, data_names = labelled_texts(source)
+    truth = class_ids(labels, data_names, classifier.class_names, classifier.class_values)
+    probs = classifier.predict_proba(texts, batch_size)
+    return texts, truth, predicted_classes(probs), probs
 
 
 def report(predicted: torch.Tensor, labels: torch.Tensor,
@@ -204,15 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         source = source_of(args)
         classifier = Predictor.from_checkpoint(args.checkpoint, args.device)
-        texts, labels, data_names = labelled_texts(source)
-        values = checkpoints.read(args.checkpoint).get("class_values")
-        truth = class_ids(labels, data_names, classifier.class_names, values)
-        probs = classifier.predict_proba(texts, args.batch_size)
+        texts, truth, predicted, probs = scored(classifier, source, args.batch_size)
     except (FileNotFoundError, CheckpointError, DatasetUnavailableError, DataError,
             ValueError) as error:
         return fail(str(error))
     names = classifier.class_names
-    predicted = (probs >= 0.5).long() if classifier.binary else probs.argmax(1)
     # The probability of the predicted class, as predict's and the server's `score`.
     chance = (torch.where(predicted == 1, probs, 1 - probs) if classifier.binary
               else probs.max(1).values)

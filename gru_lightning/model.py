@@ -15,7 +15,7 @@ from torchmetrics import MaxMetric, MeanMetric
 
 from gru_lightning import checkpoints
 from gru_lightning.metrics import BEST, MONITOR, EpochOutputs, metric_collection
-from gru_lightning.networks.base import NetworkSettings, probabilities
+from gru_lightning.networks.base import NetworkSettings, predicted_classes, probabilities
 from gru_lightning.preprocessing import TextEncoder
 
 if TYPE_CHECKING:
@@ -132,8 +132,7 @@ class TextClassifier(L.LightningModule):
         # global_step counts finished steps: this step is number global_step + 1; each
         # self.log call costs ~0.4 ms, so only the steps the logger writes log.
         if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            probs = self.probabilities(logits.detach())
-            predicted = (probs >= 0.5) if self.binary else probs.argmax(-1)
+            predicted = predicted_classes(self.probabilities(logits.detach()))
             batch_acc = (predicted == batch["labels"]).float().mean()
             self.log_dict({"train/loss_step": loss, f"train/{MONITOR}_step": batch_acc},
                           on_step=True, on_epoch=False, prog_bar=True)

@@ -59,24 +59,32 @@ class Predictor:
         class_names: the classes, in the order of the network's logits.
         stack: the model stacked on the network (stack.py), or None.
         device: where the network runs; default: cuda if any.
+        class_values: the raw training label of each class, where the data named no classes
+            itself (labels 1-4 named by data.label_names), for scoring labelled data.
     """
 
     def __init__(self, network: nn.Module, text_encoder: TextEncoder, class_names: Sequence[str],
-                 stack: NGramStack | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 stack: NGramStack | None = None, device: str | torch.device | None = None,
+                 class_values: Sequence[str] | None = None) -> None:
         self.device = resolve_device(device)
         self.network = network.to(self.device).eval()
         self.encoder = text_encoder
         self.class_names = list(class_names)
         self.binary = len(self.class_names) == 2
         self.stack = stack
+        self.class_values = list(class_values) if class_values is not None else None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path,
                         device: str | torch.device | None = None) -> Predictor:
         """Load a checkpoint written by `python train.py`; needs no access to the dataset."""
+        return cls.from_contents(checkpoints.read(path), path, device)
+
+    @classmethod
+    def from_contents(cls, checkpoint: dict[str, Any], path: str | Path,
+                      device: str | torch.device | None = None) -> Predictor:
+        """`from_checkpoint` on a checkpoint already read (`checkpoints.read(path)`)."""
         path = Path(path)
-        checkpoint = checkpoints.read(path)
         if checkpoint.get("text_encoder") is None:
             raise CheckpointError(
                 f"{str(path)!r} holds no preprocessing (vocabulary, maxlen, padding): it was "
@@ -93,7 +101,8 @@ class Predictor:
             raise CheckpointError(
                 f"{str(path)!r} is incompatible with this version of gru-lightning: {error}"
             ) from error
-        return cls(network, encoder, checkpoint["class_names"], stack, device)
+        return cls(network, encoder, checkpoint["class_names"], stack, device,
+                   checkpoint.get("class_values"))
 
     @torch.inference_mode()
     def _classify(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,13 +153,12 @@ class Predictor:
                 "no word of this text is in the model's vocabulary: the prediction says "
                 "nothing about it"
             )
-            chances = [1.0 - p, p] if self.binary else p
+            by_class = [1.0 - p, p] if self.binary else p
             # Two classes: the second at P >= 0.5, as the metrics and the stack decide it.
             best = int(p >= 0.5) if self.binary else max(range(len(p)), key=p.__getitem__)
-            ranked = [best, *sorted((k for k in range(len(chances)) if k != best),
-                                    key=lambda k: -chances[k])]
-            scores = ({names[k]: chances[k] for k in ranked[:shown]} if shown else None)
-            results[i] = Prediction(names[best], chances[best], warning=warning, scores=scores)
+            ranked = sorted(range(len(by_class)), key=lambda k: (k != best, -by_class[k]))
+            scores = {names[k]: by_class[k] for k in ranked[:shown]} if shown else None
+            results[i] = Prediction(names[best], by_class[best], warning=warning, scores=scores)
         return results  # type: ignore[return-value]
 
     def export(self, directory: str | Path) -> Path:

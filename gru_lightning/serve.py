@@ -24,7 +24,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -129,8 +129,7 @@ def _shown(prediction: Prediction, top_k: int | None, all_scores: bool) -> Predi
     scores = prediction.scores
     if scores is not None and not all_scores:
         scores = dict(list(scores.items())[:top_k]) if top_k else None
-    return Prediction(prediction.label, prediction.score, prediction.warning, prediction.error,
-                      scores)
+    return replace(prediction, scores=scores)
 
 
 async def _one_line_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -154,9 +153,9 @@ async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
     return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
 
-def model_info(checkpoint_path: str) -> dict[str, Any]:
-    """What `GET /info` says of the model: classes, maxlen, network, training metrics."""
-    checkpoint = checkpoints.read(checkpoint_path)
+def model_info(checkpoint: dict[str, Any], checkpoint_path: str) -> dict[str, Any]:
+    """What `GET /info` says of the model (`checkpoints.read(checkpoint_path)`): classes,
+    maxlen, network, training metrics."""
     encoder = checkpoint.get("text_encoder") or {}
     info: dict[str, Any] = {
         "checkpoint": str(checkpoint_path), "classes": list(checkpoint["class_names"]),
@@ -173,9 +172,10 @@ def model_info(checkpoint_path: str) -> dict[str, Any]:
 def build_server(args: argparse.Namespace) -> ls.LitServer:
     """The LitServer the options describe; reads the checkpoint once here, so a bad one is
     one message before any worker starts."""
-    info = model_info(args.checkpoint)
+    checkpoint = checkpoints.read(args.checkpoint)
+    info = model_info(checkpoint, args.checkpoint)
     device = resolve_device(args.device)  # cuda where there is one, as predict chooses
-    Predictor.from_checkpoint(args.checkpoint, "cpu")
+    Predictor.from_contents(checkpoint, args.checkpoint, "cpu")
     api = ClassifierAPI(args.checkpoint, str(device), args.api_key, args.threads,
                         max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
     PredictRequest.limits = {"max_texts": args.max_texts, "max_chars": args.max_chars}

@@ -41,11 +41,11 @@ def fit_encoder(texts: Sequence[str], max_features: int | str, maxlen: int | str
     encoder = TextEncoder.fit(texts, MAX_VOCAB if auto_vocab else max_features,
                               MAX_LEN if auto_len else maxlen, padding, truncating,
                               punctuation, min_count=MIN_COUNT if auto_vocab else 1)
-    if auto_vocab and encoder.vocab_size < 10:
-        log.warning("data.max_features=auto: only %d words are seen %d times or more in the "
-                    "training texts; set data.max_features=N to keep rarer ones",
-                    encoder.vocab_size - 2, MIN_COUNT)
     if auto_vocab:
+        if encoder.vocab_size < 10:
+            log.warning("data.max_features=auto: only %d words are seen %d times or more in "
+                        "the training texts; set data.max_features=N to keep rarer ones",
+                        encoder.vocab_size - 2, MIN_COUNT)
         log.info("data.max_features=auto: %d words seen at least %d times in the training "
                  "texts, with padding and the unknown word (at most %d; "
                  "data.max_features=N overrides)", encoder.vocab_size, MIN_COUNT, MAX_VOCAB)

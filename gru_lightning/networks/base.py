@@ -71,6 +71,12 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits) if logits.dim() == 1 else torch.softmax(logits, dim=-1)
 
 
+def predicted_classes(probs: torch.Tensor) -> torch.Tensor:
+    """The class ids `probabilities` points to: two classes the second where P >= 0.5 (as the
+    metrics threshold it), more the most probable."""
+    return (probs >= 0.5).long() if probs.dim() == 1 else probs.argmax(-1)
+
+
 def positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"model.net.{name} must be a positive integer, got {value!r}")
