@@ -7,11 +7,12 @@ checkpoint, so a checkpoint alone can encode new text exactly as the model saw i
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +26,7 @@ PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 Side = Literal["pre", "post"]
 FORMAT_VERSION = 1  # bump when the encoding of the same text changes
+FIT_CHUNK = 8192  # texts counted at once when fitting a vocabulary
 
 # Keras' `pad_sequences` says "pre"/"post"; tokenizers says "left"/"right".
 _DIRECTION = {"pre": "left", "post": "right"}
@@ -112,6 +114,13 @@ def _punctuation_of(tokenizer: Tokenizer) -> str | None:
     return None
 
 
+def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    """`texts` as lists of `size` (itertools.batched from Python 3.12)."""
+    iterator = iter(texts)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
 class TextEncoder:
     """Turns raw reviews into `[n, maxlen]` int64 id tensors.
 
@@ -154,24 +163,27 @@ class TextEncoder:
             trainer = trainers.WordLevelTrainer(
                 vocab_size=max_features, min_frequency=min_count,
                 special_tokens=[PAD_TOKEN, UNK_TOKEN], show_progress=False)
-            tokenizer.train_from_iterator(texts, trainer)
+            tokenizer.train_from_iterator(_batches(texts, FIT_CHUNK), trainer)
             return cls(tokenizer, maxlen, padding, truncating)
         # The same vocabulary as tokenizers' WordLevelTrainer (most frequent first, ties by
         # the word), counted by the compiled kernel; texts it does not take (not ASCII, or
         # holding "[" that could start a special token) go through the tokenizer's pipeline.
-        texts = list(texts)
+        # A chunk at a time: `texts` may be a million reviews read from disk.
         marks = punctuation_marks(punctuation)
-        counts, others = kernel.WordIds({}, UNK_ID, PAD_ID, marks).count(texts)
-        counts = Counter(counts)
+        counter = kernel.WordIds({}, UNK_ID, PAD_ID, marks)
+        counts: Counter[str] = Counter()
         # A word split as Split("[marks]", "isolated") does.
         parts = re.compile(f"[{re.escape(marks)}]|[^{re.escape(marks)}]+")
-        for i in others:
-            # After the normalizer every separator is a single space, so splitting at spaces
-            # (and isolating the marks) is the pre-tokenizer, without its offsets.
-            words = tokenizer.normalizer.normalize_str(texts[i]).split()
-            if marks:
-                words = [part for word in words for part in parts.findall(word)]
-            counts.update(words)
+        for chunk in _batches(texts, FIT_CHUNK):
+            chunk_counts, others = counter.count(chunk)
+            counts.update(chunk_counts)
+            for i in others:
+                # After the normalizer every separator is a single space, so splitting at
+                # spaces (and isolating the marks) is the pre-tokenizer, without its offsets.
+                words = tokenizer.normalizer.normalize_str(chunk[i]).split()
+                if marks:
+                    words = [part for word in words for part in parts.findall(word)]
+                counts.update(words)
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         words = [PAD_TOKEN, UNK_TOKEN] + [w for w, n in ranked
                                           if n >= min_count and w not in (PAD_TOKEN, UNK_TOKEN)]

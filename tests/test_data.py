@@ -4,6 +4,7 @@ each bad input as one clear error with nothing lost."""
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,20 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from gru_lightning.data import DataError, DatasetUnavailableError, TextDataModule
 from gru_lightning.data.batches import SliceBatchSampler
 from gru_lightning.data.imdb import IMDBSource
+from gru_lightning.data.store import CHUNK, TextColumn, TextWriter, chunks
 from gru_lightning.preprocessing import UNK_ID
 from tests.conftest import synthetic_reviews, write_parquet_copy
+
+
+def mapped_file(tensor: torch.Tensor) -> str | None:
+    """The file whose memory map holds the tensor's data (Linux' /proc/self/maps), if any."""
+    address = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        low, high = (int(x, 16) for x in parts[0].split("-"))
+        if low <= address < high:
+            return parts[5].strip() if len(parts) > 5 else None
+    return None
 
 
 def make_datamodule(tmp_path: Path, local_path: Path | str | None, **kwargs) -> TextDataModule:
@@ -41,7 +54,7 @@ def test_splits_sizes_and_id_range(tmp_path, parquet_copy):
     other = make_datamodule(tmp_path / "other", parquet_copy, split_seed=1)
     other.setup("fit")
     assert torch.equal(same.splits["val"].ids, dm.splits["val"].ids)
-    assert same.split_texts()["val"] == dm.split_texts()["val"]
+    assert list(same.split_texts()["val"]) == list(dm.split_texts()["val"])
     assert set(other.split_texts()["val"]) != set(dm.split_texts()["val"])
 
 
@@ -286,14 +299,20 @@ def test_missing_columns_are_a_clear_error(tmp_path):
         make_datamodule(tmp_path, root).prepare_data()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, parquet_copy, caplog, damage):
+@pytest.mark.parametrize("file", ["entry.pt", "train-ids.npy", "val-texts.arrow"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "missing"])
+def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, parquet_copy, caplog, file,
+                                                   damage):
     first = make_datamodule(tmp_path, parquet_copy)
     first.setup("fit")
-    path = first.cache_path()
+    expected = {split: first.splits[split].ids.clone() for split in ("train", "val", "test")}
+    texts = list(first.split_texts()["val"])
+    path = first.cache_path() / file
     content = path.read_bytes()
-    path.write_bytes({"truncate": content[: len(content) // 3], "garbage": b"not a cache",
-                      "empty": b""}[damage])
+    path.unlink()  # a new file, as a crash or a full disk leaves it (first's map stays valid)
+    if damage != "missing":
+        path.write_bytes({"truncate": content[: len(content) // 3], "garbage": b"not a cache",
+                          "empty": b""}[damage])
     again = make_datamodule(tmp_path, parquet_copy)
     with caplog.at_level(logging.WARNING):
         again.prepare_data()
@@ -301,12 +320,12 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, parquet_copy, caplo
     assert "is unreadable" in caplog.text and "it is derived data, so it is built again" \
         in caplog.text
     for split in ("train", "val", "test"):
-        assert torch.equal(again.splits[split].ids, first.splits[split].ids)
-    assert torch.load(path, weights_only=True)  # whole again
+        assert torch.equal(again.splits[split].ids, expected[split])
+    assert path.read_bytes() == content or file == "entry.pt"  # whole again
+    assert list(again.split_texts()["val"]) == texts
 
 
-def test_split_texts_match_the_tensors_and_survive_a_cache_without_them(tmp_path,
-                                                                        parquet_copy, caplog):
+def test_split_texts_match_the_tensors_and_are_read_from_disk(tmp_path, parquet_copy):
     dm = make_datamodule(tmp_path, parquet_copy)
     dm.prepare_data()
     dm.setup("fit")
@@ -315,13 +334,40 @@ def test_split_texts_match_the_tensors_and_survive_a_cache_without_them(tmp_path
     for split in ("train", "val", "test"):  # the same texts, in the order of the tensors
         assert torch.equal(dm.text_encoder.encode(texts[split]).to(torch.int32),
                            dm.splits[split].ids)
-    # A cache entry from an earlier release has the tensors only: read and tokenized again.
-    (texts_file,) = (tmp_path / "cache").glob("*-texts.pt")
-    texts_file.unlink()
-    with caplog.at_level(logging.WARNING):
-        again = make_datamodule(tmp_path, parquet_copy).split_texts()
-    assert "cached texts" in caplog.text and again == texts
-    assert texts_file.exists()
+        assert isinstance(texts[split], TextColumn)
+    # The ids are a memory map of the cache entry's file, not a copy in memory.
+    assert dm.splits["train"].ids_file == dm.cache_path() / "train-ids.npy"
+    assert mapped_file(dm.splits["train"].ids) == str(dm.splits["train"].ids_file)
+
+
+def test_a_text_column_reads_like_a_list_across_its_batches(tmp_path):
+    texts = [f"text {i}" for i in range(2 * CHUNK + 5)]
+    writer = TextWriter(tmp_path / "t.arrow")
+    writer.extend(texts[:7])
+    writer.extend(texts[7:])
+    assert writer.close() == len(texts)
+    column = TextColumn(tmp_path / "t.arrow")
+    assert len(column) == len(texts) and list(column) == texts
+    assert column[CHUNK - 2 : CHUNK + 3] == texts[CHUNK - 2 : CHUNK + 3]
+    assert column[-1] == texts[-1] and column[::CHUNK] == texts[::CHUNK]
+    assert [len(c) for c in chunks(column)] == [CHUNK, CHUNK, 5]
+    assert pickle.loads(pickle.dumps(column))[CHUNK] == texts[CHUNK]
+    with pytest.raises(IndexError):
+        column[len(texts)]
+    empty = TextWriter(tmp_path / "e.arrow")
+    assert empty.close() == 0 and len(TextColumn(tmp_path / "e.arrow")) == 0
+
+
+def test_a_pickled_split_maps_the_file_again(tmp_path, parquet_copy):
+    """What ddp_spawn sends each rank: the file's name, not a copy of its ids."""
+    dm = make_datamodule(tmp_path, parquet_copy)
+    dm.setup("fit")
+    split = dm.splits["train"]
+    data = pickle.dumps(split)
+    assert len(data) < split.ids.numel() * 4 // 2  # the labels, not the ids
+    copy = pickle.loads(data)
+    assert torch.equal(copy.ids, split.ids) and torch.equal(copy.labels, split.labels)
+    assert copy.ids_file == split.ids_file and mapped_file(copy.ids) == str(split.ids_file)
 
 
 @pytest.mark.parametrize("drop_last", [False, True])

@@ -169,6 +169,6 @@ def test_two_runs_on_a_cold_cache_tokenize_once(tmp_path, data):
     assert sum("Tokenized data.local_path=" in o for o in outputs) == 1
     assert sum("found in cache" in o for o in outputs) == 1  # the other waited, then read it
     assert [status(run)["status"] for run in runs] == ["completed", "completed"]
-    # One cache entry: the tensors and the split texts beside them.
-    assert len([p for p in cache.glob("*.pt") if not p.name.endswith("-texts.pt")]) == 1
-    assert len(list(cache.glob("*-texts.pt"))) == 1
+    # One cache entry (a folder), and no partial one left behind.
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
+    assert not list(cache.glob("*.partial"))

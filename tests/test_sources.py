@@ -274,7 +274,7 @@ def test_blank_texts_are_left_out_alike_in_every_source(tmp_path, caplog, kind):
     assert len(dm.splits["train"]) + len(dm.splits["val"]) == 242  # 245 less the 3 blanks
     assert "train split: 3 text(s) with nothing in them (null or blank) left out" in caplog.text
     texts = dm.split_texts()
-    assert all(t and t.strip() for t in texts["train"] + texts["val"])
+    assert all(t and t.strip() for t in [*texts["train"], *texts["val"]])
 
 
 def test_a_validation_file_is_used_instead_of_a_hold_out(tmp_path, caplog):
@@ -286,7 +286,7 @@ def test_a_validation_file_is_used_instead_of_a_hold_out(tmp_path, caplog):
     with caplog.at_level("INFO"):
         dm.setup("fit")
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [200, 50, 50]
-    assert dm.split_texts()["val"] == [r["text"] for r in rows[200:250]]  # the file's, in order
+    assert list(dm.split_texts()["val"]) == [r["text"] for r in rows[200:250]]  # the file's, in order
     assert "data.val_size is not used" in caplog.text
 
 

@@ -54,9 +54,9 @@ def test_sweep_over_hidden_size_with_a_failing_job(tmp_path, parquet_copy):
     # Tokenized once for the whole sweep: the third job found the first job's cache (the
     # second failed before any data work).
     assert (result.stdout + result.stderr).count("skipping tokenization") == 1
-    # One cache entry: the tensors, and the split texts beside them.
-    assert len(list((tmp_path / "cache").glob("*-texts.pt"))) == 1
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    # One cache entry: a folder with the ids and the split texts.
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert (entry / "entry.pt").is_file() and (entry / "train-ids.npy").is_file()
     rows = report_rows(sweep)
     assert [r["overrides"] for r in rows] == ["model.net.hidden_size=8", "model.net.hidden_size=0",
                                               "model.net.hidden_size=16"]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from gru_lightning.data import store
 from gru_lightning.preprocessing import PAD_ID, Side, TextEncoder
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ def fit_encoder(texts: Sequence[str], max_features: int | str, maxlen: int | str
     return TextEncoder.from_dict(state)
 
 
-def word_counts(encoder: TextEncoder, texts: Sequence[str], chunk: int = 4096) -> torch.Tensor:
+def word_counts(encoder: TextEncoder, texts: Sequence[str]) -> torch.Tensor:
     """Each text's number of words, at most the encoder's `maxlen` (unknown words count)."""
-    counts = [(encoder.encode(texts[i : i + chunk]) != PAD_ID).sum(1)
-              for i in range(0, len(texts), chunk)]
+    counts = [(encoder.encode(chunk) != PAD_ID).sum(1) for chunk in store.chunks(texts)]
     return torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long)

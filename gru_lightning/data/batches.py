@@ -1,7 +1,9 @@
-"""In-memory splits as whole-batch tensor gathers: no per-example Python on the hot path."""
+"""Splits as whole-batch tensor gathers (from memory or a memory map): no per-example Python
+on the hot path."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,8 +15,24 @@ class TensorBatchDataset(Dataset):
     n-gram model's) that the DataLoader indexes one whole batch at a time (`__getitems__`):
     a batch is a dict of one gather per column."""
 
-    def __init__(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, ids: torch.Tensor, labels: torch.Tensor,
+                 ids_file: Path | None = None) -> None:
         self.columns: dict[str, torch.Tensor] = {"ids": ids, "labels": labels}
+        # Where `ids` is a memory map of this file, a pickled copy (a DDP rank started by
+        # ddp_spawn) maps the file again: the ranks share its pages, not a copy each.
+        self.ids_file = ids_file
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.ids_file is None:
+            return self.__dict__
+        return {**self.__dict__, "columns": {**self.columns, "ids": None}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.ids_file is not None:
+            from gru_lightning.data.store import read_ids
+
+            self.columns["ids"] = read_ids(self.ids_file, len(self.columns["labels"]))
 
     @property
     def ids(self) -> torch.Tensor:
@@ -32,6 +50,8 @@ class TensorBatchDataset(Dataset):
 
     def to(self, device: torch.device) -> TensorBatchDataset:
         self.columns = {name: values.to(device) for name, values in self.columns.items()}
+        if device.type != "cpu":
+            self.ids_file = None  # a copy on the device now, no longer the file's map
         return self
 
     def __len__(self) -> int:

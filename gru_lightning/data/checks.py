@@ -5,7 +5,7 @@ split, a value and its rows (counted from 0 in that split)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from gru_lightning.data.base import DataError
@@ -50,29 +50,53 @@ def joined_texts(columns: Sequence[Sequence[Any]]) -> list[str | None]:
     return texts
 
 
-def split_columns(dataset: Any, text_columns: Sequence[str], label_column: str, split: str,
-                  setting: str) -> tuple[list[str | None], list[Any]]:
-    """A split's texts (`joined_texts`) and raw labels."""
+def check_columns(dataset: Any, text_columns: Sequence[str], label_column: str, split: str,
+                  setting: str) -> None:
+    """That the split has the text and label columns."""
     columns = dataset.column_names
     if missing := [c for c in (*text_columns, label_column) if c not in columns]:
         raise DataError(f"{setting}, {split} split: no column(s) {missing} (columns: "
                         f"{columns}); set data.text_columns and data.label_column")
-    # [:] reads a datasets Column in batches; iterating it decodes row by row (~10x slower).
-    return (joined_texts([dataset[c][:] for c in text_columns]),
-            list(dataset[label_column][:]))
 
 
-def kept_rows(split: str, texts: Sequence[str | None], setting: str) -> list[int]:
+def text_chunks(dataset: Any, text_columns: Sequence[str], rows: Sequence[int] | None = None,
+                size: int = 8192) -> Iterator[list[str | None]]:
+    """A split's texts (`joined_texts`), `size` rows at a time: all rows in order, or the
+    rows listed. Batches are read from the Arrow table (iterating a datasets Column decodes
+    row by row, ~10x slower), so only one is in memory at a time."""
+    table = dataset.select_columns(list(text_columns))
+    total = len(dataset) if rows is None else len(rows)
+    for start in range(0, total, size):
+        key = (slice(start, start + size) if rows is None
+               else [int(r) for r in rows[start : start + size]])
+        batch = table[key]
+        yield joined_texts([batch[c] for c in text_columns])
+
+
+def split_columns(dataset: Any, text_columns: Sequence[str], label_column: str, split: str,
+                  setting: str) -> tuple[list[str | None], list[Any]]:
+    """A split's texts (`joined_texts`) and raw labels, all in memory (a labelled file to
+    evaluate on)."""
+    check_columns(dataset, text_columns, label_column, split, setting)
+    texts = [t for chunk in text_chunks(dataset, text_columns) for t in chunk]
+    return texts, list(dataset[label_column][:])
+
+
+def kept_rows(split: str, texts: Iterable[str | None], setting: str) -> list[int]:
     """Rows that have text. A text that is null, empty or only whitespace carries no evidence
     for its label: it is left out, with a warning naming its rows."""
-    empty = [row for row, text in enumerate(texts) if not has_text(text)]
-    if len(empty) == len(texts):
+    total, empty = 0, []
+    for row, text in enumerate(texts):
+        total += 1
+        if not has_text(text):
+            empty.append(row)
+    if len(empty) == total:
         raise DataError(f"{setting}, {split} split: no row has any text")
     if empty:
         log.warning("%s, %s split: %d text(s) with nothing in them (null or blank) left out: "
                     "row(s) %s", setting, split, len(empty), shown_rows(empty))
     skip = set(empty)
-    return [row for row in range(len(texts)) if row not in skip]
+    return [row for row in range(total) if row not in skip]
 
 
 def label_ids(labels: dict[str, Sequence[Any]], column: str, setting: str,

@@ -1,8 +1,11 @@
 """`TextDataModule`: a source's raw splits as padded id tensors, checked, cached and batched.
 
     read (the source) -> check columns, labels, texts (checks.py) -> hold out test and
-    validation texts (seeded) -> fit the vocabulary on the training texts -> encode and pad
-    (preprocessing.py) -> cache (cache.py) -> batches (batches.py)
+    validation texts (seeded) -> each split's texts to disk -> fit the vocabulary on the
+    training texts -> encode and pad (preprocessing.py) into memory-mapped ids (store.py)
+    -> batches gathered from them (batches.py)
+
+A chunk of texts at a time: a million reviews prepare in the memory of a few thousand.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +23,15 @@ import tokenizers
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from gru_lightning.data import adaptive, cache
+from gru_lightning.data import adaptive, cache, store
 from gru_lightning.data.base import DataError, TextSource
 from gru_lightning.data.batches import SliceBatchSampler, TensorBatchDataset, batch_as_is
-from gru_lightning.data.checks import check_size, kept_rows, split_columns
+from gru_lightning.data.checks import check_columns, check_size, kept_rows, text_chunks
 from gru_lightning.preprocessing import FORMAT_VERSION, Side, TextEncoder, check_side
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # bump when the cached content changes (2: label names)
+CACHE_VERSION = 3  # bump when the cached content changes (3: a folder, store.py)
 
 
 def count(size: int | float, total: int) -> int:
@@ -129,7 +133,8 @@ class TextDataModule(L.LightningDataModule):
     # ---- the cache entry ------------------------------------------------------------------
 
     def cache_path(self) -> Path:
-        """The tokenized data's file, named by everything that changes its content."""
+        """The tokenized data's folder (store.py), named by everything that changes its
+        content."""
         source = self.source
         key = {
             "source": source.signature(),
@@ -149,51 +154,48 @@ class TextDataModule(L.LightningDataModule):
             "tokenizers": tokenizers.__version__,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        return self.cache_dir / f"{source.cache_name}-{digest}.pt"
+        return self.cache_dir / f"{source.cache_name}-{digest}"
 
-    @staticmethod
-    def _texts_path(path: Path) -> Path:
-        return path.with_name(path.stem + "-texts.pt")
-
-    def _build(self) -> dict[str, Any]:
-        """Read, check, hold out, fit the vocabulary and encode: the cache entry's content,
-        with each split's texts (after the checks and hold-outs) under "texts"."""
-        start = time.perf_counter()
-        source = self.source
-        setting = source.setting()
-        raw = source.read()
-        columns = {split: split_columns(data, source.text_columns, source.label_column, split,
-                                        setting) for split, data in raw.items()}
+    def _split_rows(self, raw: dict[str, Any]) -> tuple[dict[str, tuple[str, torch.Tensor]],
+                                                         dict[str, torch.Tensor], list[str],
+                                                         list[str] | None]:
+        """Checks, then the hold-outs: each split as (the raw split it comes from, its rows
+        there, in order), each split's label ids, the class names and raw class values.
+        Only the label column is read whole; the texts are checked a chunk at a time."""
+        source, setting = self.source, self.source.setting()
+        for split, data in raw.items():
+            check_columns(data, source.text_columns, source.label_column, split, setting)
+        raw_labels = {split: list(data[source.label_column][:]) for split, data in raw.items()}
         feature = raw["train"].features.get(source.label_column)
         names = getattr(feature, "names", None)  # a datasets.ClassLabel's
-        ids, class_names = source.check_labels({s: c[1] for s, c in columns.items()}, names)
-        rows = {split: kept_rows(split, columns[split][0], setting) for split in columns}
+        ids, class_names = source.check_labels(raw_labels, names)
+        kept = {split: torch.tensor(kept_rows(split, (t for chunk in text_chunks(
+                    data, source.text_columns) for t in chunk), setting), dtype=torch.long)
+                for split, data in raw.items()}
         # The raw training label of each class (where the data names no classes itself), so
         # a labelled file scored later maps its labels as training did (evaluate.py).
         class_values = (None if names is not None else
-                        [str(v) for v in sorted({columns["train"][1][i] for i in rows["train"]})])
-        texts = {split: [columns[split][0][i] for i in rows[split]] for split in columns}
-        labels = {split: [ids[split][i] for i in rows[split]] for split in columns}
+                        [str(v) for v in sorted({raw_labels["train"][i]
+                                                 for i in kept["train"].tolist()})])
+        label_ids = {split: torch.tensor(ids[split], dtype=torch.long) for split in raw}
+        rows = {split: (split, kept[split]) for split in raw}
 
-        train_texts, train_labels = texts["train"], labels["train"]
+        train_rows = kept["train"]
         generator = torch.Generator().manual_seed(self.split_seed)
         if "test" not in raw:
             # No test split of its own: hold out a seeded share of the training texts.
-            n_test = count(source.test_size or 0, len(train_labels))
-            if not 0 < n_test < len(train_labels):
+            n_test = count(source.test_size or 0, len(train_rows))
+            if not 0 < n_test < len(train_rows):
                 raise DataError(f"{setting} has no test split: set data.test_size to the share "
                                 "(e.g. 0.2) or number of texts to hold out for testing")
-            order = torch.randperm(len(train_labels), generator=generator).tolist()
-            test_rows, rest = order[:n_test], sorted(order[n_test:])
-            texts["test"] = [train_texts[i] for i in test_rows]
-            labels["test"] = [train_labels[i] for i in test_rows]
-            train_texts = [train_texts[i] for i in rest]
-            train_labels = [train_labels[i] for i in rest]
-        n_train = len(train_labels)
+            order = torch.randperm(len(train_rows), generator=generator)
+            rows["test"] = ("train", train_rows[order[:n_test]])
+            train_rows = train_rows[order[n_test:].sort().values]
+        n_train = len(train_rows)
         if "val" in raw:  # the source's own validation split: nothing held out for it
             log.info("Validating on the val split of %s (%d texts); data.val_size is not "
-                     "used", setting, len(labels["val"]))
-            fit_rows = list(range(n_train))
+                     "used", setting, len(kept["val"]))
+            rows["train"] = ("train", train_rows)
         else:
             n_val = (adaptive.validation_size(n_train) if adaptive.is_auto(self.val_size)
                      else count(self.val_size, n_train))
@@ -202,33 +204,48 @@ class TextDataModule(L.LightningDataModule):
                                  f"(the train split has {n_train})")
             # A split may be sorted by label (IMDB's is): hold out a seeded random subset.
             order = torch.randperm(n_train, generator=generator)
-            val_rows, fit_rows = order[:n_val].tolist(), order[n_val:].tolist()
-        split_texts = {"train": [train_texts[i] for i in fit_rows], "test": texts["test"]}
-        split_labels = {"train": [train_labels[i] for i in fit_rows], "test": labels["test"]}
-        if "val" in raw:
-            split_texts["val"], split_labels["val"] = texts["val"], labels["val"]
-        elif n_val:
-            split_texts["val"] = [train_texts[i] for i in val_rows]
-            split_labels["val"] = [train_labels[i] for i in val_rows]
+            rows["train"] = ("train", train_rows[order[n_val:]])
+            if n_val:
+                rows["val"] = ("train", train_rows[order[:n_val]])
+        labels = {split: label_ids[origin][split_rows] for split, (origin, split_rows)
+                  in rows.items()}
+        return rows, labels, class_names, class_values
+
+    def _build(self, folder: Path) -> dict[str, Any]:
+        """Read, check, hold out, fit the vocabulary and encode, into the cache entry's
+        `folder` (store.py) a chunk at a time; returns what its entry.pt holds."""
+        start = time.perf_counter()
+        source = self.source
+        raw = source.read()
+        rows, labels, class_names, class_values = self._split_rows(raw)
+        texts = {}
+        for split, (origin, split_rows) in rows.items():
+            writer = store.TextWriter(folder / f"{split}-texts.arrow")
+            for chunk in text_chunks(raw[origin], source.text_columns, split_rows):
+                writer.extend(chunk)
+            writer.close()
+            texts[split] = store.TextColumn(folder / f"{split}-texts.arrow")
+        del raw  # the source's tables: what follows reads the split texts just written
         # The vocabulary sees only the texts the model trains on.
-        encoder = adaptive.fit_encoder(split_texts["train"], self.max_features, self.maxlen,
+        encoder = adaptive.fit_encoder(texts["train"], self.max_features, self.maxlen,
                                        self.padding, self.truncating, self.punctuation)
+        for split, column in texts.items():
+            # int32 ids halve memory at long maxlen; nn.Embedding takes them as they are.
+            store.write_ids(folder / f"{split}-ids.npy",
+                            (encoder.encode(chunk) for chunk in store.chunks(column)),
+                            len(column), encoder.maxlen)
         # Two classes: one logit and BCE, float targets; more: class ids for cross-entropy.
         label_dtype = torch.float32 if len(class_names) == 2 else torch.int64
-        # int32 ids halve memory at long maxlen; nn.Embedding takes them as they are.
-        splits = {split: {"ids": encoder.encode(split_texts[split]).to(torch.int32),
-                          "labels": torch.tensor(split_labels[split], dtype=label_dtype)}
-                  for split in ("train", "test", "val") if split in split_texts}
         log.info("Tokenized %s (%s train, %s val, %s test texts, %d classes: %s) in %.1f s",
-                 setting, len(fit_rows), len(split_labels.get("val", ())),
-                 len(splits["test"]["labels"]), len(class_names),
-                 ", ".join(class_names), time.perf_counter() - start)
-        return {"splits": splits, "text_encoder": encoder.to_dict(),
-                "class_names": class_names, "class_values": class_values,
-                "texts": split_texts}
+                 source.setting(), len(texts["train"]), len(texts.get("val", ())),
+                 len(texts["test"]), len(class_names), ", ".join(class_names),
+                 time.perf_counter() - start)
+        return {"labels": {split: values.to(label_dtype) for split, values in labels.items()},
+                "text_encoder": encoder.to_dict(), "class_names": class_names,
+                "class_values": class_values}
 
     def _write(self, path: Path) -> None:
-        cache.save_atomically(self._build_tensors(path), path)
+        store.build_entry(path, self._build)
         log.info("Cached the tokenized data to %s", path)
 
     def prepare_data(self) -> None:
@@ -243,20 +260,30 @@ class TextDataModule(L.LightningDataModule):
                 return
             self._write(path)
 
-    def split_texts(self) -> dict[str, list[str]]:
-        """The texts of each split, in the order of `splits` (what the tensors encode), for
-        stages that read raw text: the cached texts, or, for a cache entry without them, the
-        data read and tokenized again."""
+    def _entry(self) -> dict[str, Any]:
+        """The cache entry (store.read_entry); one that is damaged is derived data: it is
+        built again, with a warning."""
         path = self.cache_path()
-        texts_path = self._texts_path(path)
-        try:
-            texts = torch.load(texts_path, weights_only=True)["texts"]
-        except Exception as error:  # derived data: rebuild it
-            log.warning("The cached texts %s are missing or unreadable (%s); the data is read "
-                        "and tokenized again", texts_path, type(error).__name__)
-            with cache.lock(path):
-                self._write(path)
-            texts = torch.load(texts_path, weights_only=True)["texts"]
+        with cache.lock(path):
+            try:
+                return store.read_entry(path)
+            except FileNotFoundError as error:
+                if not path.exists():  # setup without prepare_data, e.g. called by hand
+                    self._write(path)
+                    return store.read_entry(path)
+                reason = f"{Path(error.filename or '').name} is missing"
+            except Exception as error:
+                first = str(error).splitlines()[0] if str(error) else ""
+                reason = f"{type(error).__name__}: {first}"
+            log.warning("The cached tokenized data %s is unreadable (%s); it is derived data, "
+                        "so it is built again", path, reason)
+            self._write(path)
+            return store.read_entry(path)
+
+    def split_texts(self) -> dict[str, Sequence[str]]:
+        """The texts of each split, in the order of `splits` (what the tensors encode), for
+        stages that read raw text: each a `store.TextColumn`, read from disk as it is used."""
+        texts = self._entry()["texts"]
         texts.setdefault("val", texts["test"])
         return texts
 
@@ -271,30 +298,15 @@ class TextDataModule(L.LightningDataModule):
                 split.to(device)
 
     def _load_splits(self) -> None:
-        path = self.cache_path()
-        if not path.exists():  # setup without prepare_data, e.g. called by hand
-            self.prepare_data()
-
-        def check(data: Any) -> None:
-            if "train" not in data.get("splits", {}) or "class_names" not in data:
-                raise ValueError("splits or class names missing")
-
-        data = cache.load_or_build(path, lambda: self._build_tensors(path), "Tokenized data",
-                                   check, say_found=False)  # prepare_data said it
-        self.text_encoder = TextEncoder.from_dict(data["text_encoder"])
-        self.class_names = list(data["class_names"])
-        self.class_values = data.get("class_values")
-        self.splits = {name: TensorBatchDataset(s["ids"], s["labels"])
-                       for name, s in data["splits"].items()}
+        entry = self._entry()
+        self.text_encoder = TextEncoder.from_dict(entry["text_encoder"])
+        self.class_names = list(entry["class_names"])
+        self.class_values = entry.get("class_values")
+        self.splits = {name: TensorBatchDataset(entry["ids"][name], labels,
+                                                self.cache_path() / f"{name}-ids.npy")
+                       for name, labels in entry["labels"].items()}
         # val_size=0: validate on the test split, as the Keras notebook did.
         self.splits.setdefault("val", self.splits["test"])
-
-    def _build_tensors(self, path: Path) -> dict[str, Any]:
-        data = self._build()
-        # The texts in a file of their own, read only by the stages that need them (e.g. the
-        # n-gram stack), and first: the tensors' file is what says the entry is complete.
-        cache.save_atomically({"texts": data.pop("texts")}, self._texts_path(path))
-        return data
 
     # ---- batches --------------------------------------------------------------------------
 
