@@ -20,11 +20,13 @@ own NB ratios), the weights a `[2**buckets_log2, classes]` table: a logit per cl
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
-import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the features of the same text change
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64: Fibonacci hashing
 _CHUNK = 1000  # texts featurized at once: bounds the [chunk, max_words] id tensor
+_FIT_CHUNK = 8192  # texts per chunk of the fit's stored n-grams (~45 MB for IMDB reviews)
 PUNCTUATION = '!?.,;:"()-*/'  # read as words: +0.2 test accuracy on IMDB over "!?" alone
 
 
@@ -51,16 +54,22 @@ class NGramModel:
         max_words: words read per text (the first ones); longer texts are cut.
         punctuation: the punctuation marks read as words of their own (true: "!" and "?",
             as `data.punctuation`): "not bad." and "not. bad" differ.
+        memory_mb: the fit's n-gram features kept in memory (8 bytes per distinct n-gram
+            of a text); the rest go to a temporary file (`TMPDIR`), read once per L-BFGS
+            evaluation (0: all of them). The same weights either way: what bounds the fit's
+            memory on a million texts.
     """
 
     def __init__(self, max_n: int = 3, buckets_log2: int = 22, l2: float = 1.0,
                  max_iter: int = 100, max_vocab: int = 500_000, max_words: int = 3000,
-                 punctuation: bool | str = PUNCTUATION) -> None:
+                 punctuation: bool | str = PUNCTUATION, memory_mb: int = 1024) -> None:
         for name, value in (("max_n", max_n), ("buckets_log2", buckets_log2),
                             ("max_iter", max_iter), ("max_vocab", max_vocab),
                             ("max_words", max_words)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ngram.model.{name} must be a positive integer, got {value!r}")
+        if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 0:
+            raise ValueError(f"ngram.model.memory_mb must be an integer >= 0, got {memory_mb!r}")
         if buckets_log2 > 30:
             raise ValueError(f"ngram.model.buckets_log2 must be <= 30 (4 GB of weights), got "
                              f"{buckets_log2}")
@@ -77,6 +86,7 @@ class NGramModel:
         self.max_vocab = max_vocab
         self.max_words = max_words
         self.punctuation = punctuation
+        self.memory_mb = memory_mb  # not among settings(): it does not change the result
         self.words: TextEncoder | None = None
         # [2**buckets_log2] (two classes) or [2**buckets_log2, classes], NB ratios folded in.
         self.weight: torch.Tensor | None = None
@@ -151,22 +161,39 @@ class NGramModel:
         start = time.perf_counter()
         self.words = TextEncoder.fit(texts, self.max_vocab, self.max_words, padding="post",
                                      truncating="post", punctuation=self.punctuation)
-        ids, offsets = self.bags(texts)
-        log.info("n-gram model: %s words, %s distinct n-grams per text on average, "
-                 "%.1f s", f"{self.words.vocab_size:,}", f"{len(ids) / len(texts):,.0f}",
-                 time.perf_counter() - start)
-        self.weight, self.bias = self._fit_classes(ids, offsets, labels, num_classes)
+        with tempfile.TemporaryDirectory(prefix="gru-lightning-ngrams-") as spill:
+            bags = self._featurize(texts, Path(spill))
+            log.info("n-gram model: %s words, %s distinct n-grams per text on average, "
+                     "%.1f s%s", f"{self.words.vocab_size:,}", f"{bags.pairs / len(texts):,.0f}",
+                     time.perf_counter() - start, bags.describe())
+            self.weight, self.bias = self._fit_classes(bags, labels, num_classes)
         log.info("n-gram model fitted in %.1f s", time.perf_counter() - start)
         return self
 
-    def _fit_classes(self, ids: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
-                     num_classes: int) -> tuple[torch.Tensor, float | list[float]]:
+    def _featurize(self, texts: Sequence[str], spill: Path) -> _Bags:
+        """The texts' n-grams for the fit's passes, `_FIT_CHUNK` texts at a time."""
+        bags = _Bags(self.memory_mb, spill)
+        for start in range(0, len(texts), _FIT_CHUNK):
+            chunk = list(texts[start : start + _FIT_CHUNK])
+            buckets, rows = [], []
+            for first in range(0, len(chunk), _CHUNK):
+                ids, offsets, _ = self._chunk_bags(chunk[first : first + _CHUNK])
+                buckets.append(ids)
+                rows.append(torch.repeat_interleave(
+                    torch.arange(first, first + len(offsets)), _bag_sizes(ids, offsets)))
+            buckets, rows = torch.cat(buckets), torch.cat(rows)
+            order = torch.argsort(buckets, stable=True)  # n-gram-major: the gradient's writes
+            bags.add(buckets[order].to(torch.int32), rows[order].to(torch.int32), len(chunk))
+        return bags
+
+    def _fit_classes(self, bags: _Bags, labels: torch.Tensor, num_classes: int,
+                     keep: torch.Tensor | None = None) -> tuple[torch.Tensor, float | list[float]]:
         """`_fit_weights` for two classes; else one fit per class against the rest."""
         if num_classes == 2:
-            return self._fit_weights(ids, offsets, labels)
+            return self._fit_weights(bags, labels, keep)
         fits = []
         for k in range(num_classes):
-            fits.append(self._fit_weights(ids, offsets, (labels == k).float()))
+            fits.append(self._fit_weights(bags, (labels == k).float(), keep))
             log.info("n-gram model: class %d of %d fitted against the rest", k + 1,
                      num_classes)
         return torch.stack([w for w, _ in fits], 1), [b for _, b in fits]
@@ -187,40 +214,36 @@ class NGramModel:
             raise ValueError(f"folds must be an integer >= 2 here, got {folds!r}")
         labels = _class_labels(texts, labels, num_classes)
         start = time.perf_counter()
-        ids, offsets = self.bags(texts)
-        lengths = _bag_sizes(ids, offsets)
         generator = torch.Generator().manual_seed(seed)
         fold_of = torch.randperm(len(texts), generator=generator) % folds
         scores = torch.empty(len(texts)) if num_classes == 2 else torch.empty(len(texts),
                                                                             num_classes)
-        for fold in range(folds):
-            held = fold_of == fold
-            weight, bias = self._fit_classes(*_rows(ids, lengths, ~held), labels[~held],
-                                             num_classes)
-            scores[held] = self._scores(*_rows(ids, lengths, held), weight, bias)
-            log.info("n-gram model: out-of-fold scores, fold %d of %d done (%.1f s)",
-                     fold + 1, folds, time.perf_counter() - start)
+        with tempfile.TemporaryDirectory(prefix="gru-lightning-ngrams-") as spill:
+            bags = self._featurize(texts, Path(spill))
+            for fold in range(folds):
+                held = fold_of == fold
+                weight, bias = self._fit_classes(bags, labels, num_classes, keep=~held)
+                scores[held] = bags.scores(weight, bias)[held]
+                log.info("n-gram model: out-of-fold scores, fold %d of %d done (%.1f s)",
+                         fold + 1, folds, time.perf_counter() - start)
         return scores
 
-    def _fit_weights(self, ids: torch.Tensor, offsets: torch.Tensor,
-                     labels: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """The NB ratios of these texts' n-grams, then the logistic regression's weights by
-        L-BFGS; the ratios are folded into the returned weights."""
+    def _fit_weights(self, bags: _Bags, labels: torch.Tensor, keep: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, float]:
+        """The NB ratios of the kept texts' n-grams, then the logistic regression's weights
+        by L-BFGS, each evaluation one pass over the bags; the ratios are folded into the
+        returned weights."""
         size = 1 << self.buckets_log2
-        per_text = _bag_sizes(ids, offsets)
-        positive = torch.repeat_interleave(labels.bool(), per_text)
-        in_pos = torch.bincount(ids[positive], minlength=size).double() + 1.0
-        in_neg = torch.bincount(ids[~positive], minlength=size).double() + 1.0
+        in_pos = torch.ones(size, dtype=torch.float64)  # add-one smoothing
+        in_neg = torch.ones(size, dtype=torch.float64)
+        for start, n, buckets, rows in bags:
+            positive = labels[start : start + n].bool()
+            kept = torch.ones(n, dtype=torch.bool) if keep is None else keep[start : start + n]
+            in_pos += torch.bincount(buckets[(positive & kept)[rows]], minlength=size)
+            in_neg += torch.bincount(buckets[(~positive & kept)[rows]], minlength=size)
         ratio = (torch.log(in_pos / in_pos.sum()) - torch.log(in_neg / in_neg.sum())).float()
-        # The design matrix as CSR: a row per text, each n-gram's value its NB ratio. Its
-        # products are ~15x faster than embedding_bag's backward here, and its transpose
-        # gives the gradient without autograd.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta")
-            design = torch.sparse_csr_tensor(
-                torch.cat([offsets, torch.tensor([len(ids)])]), ids, ratio[ids],
-                size=(len(per_text), size), check_invariants=False)
-            design_t = design.t().to_sparse_csr()
+        del in_pos, in_neg
+        mask = None if keep is None else keep.float()
 
         weight = torch.zeros(size)
         bias = torch.zeros(1)
@@ -230,18 +253,36 @@ class NGramModel:
         evaluations = [0]
 
         def objective() -> torch.Tensor:
-            logits = design @ weight + bias
-            loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
-            loss = loss + 0.5 * self.l2 * weight.square().sum()
-            residual = torch.sigmoid(logits) - labels
-            weight.grad = design_t @ residual + self.l2 * weight
-            bias.grad = residual.sum().reshape(1)
+            # The design matrix has each text's n-grams valued by their NB ratios: its
+            # product with the weights is a sum of (weight * ratio) over the text's n-grams,
+            # and its transpose's with the residuals a scatter into the n-grams (ratio-scaled).
+            pass_start = time.perf_counter()
+            table = weight * ratio
+            grad = torch.zeros(size)
+            loss, bias_grad, correct = 0.5 * self.l2 * weight.square().sum().item(), 0.0, 0
+            for start, n, buckets, rows in bags:
+                target = labels[start : start + n]
+                logits = torch.zeros(n).index_add_(0, rows, table[buckets]) + bias
+                losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+                residual = torch.sigmoid(logits) - target
+                hits = ((logits > 0).float() == target).float()
+                if mask is not None:
+                    weights = mask[start : start + n]
+                    losses, residual, hits = losses * weights, residual * weights, hits * weights
+                loss += losses.double().sum().item()
+                bias_grad += residual.double().sum().item()
+                correct += hits.sum().item()
+                grad.index_add_(0, buckets, residual[rows])
+            weight.grad = grad * ratio + self.l2 * weight
+            bias.grad = torch.tensor([bias_grad], dtype=torch.float32)
             evaluations[0] += 1
-            if evaluations[0] % 10 == 0:
-                accuracy = ((logits > 0).float() == labels).float().mean().item()
-                log.info("n-gram model: L-BFGS evaluation %d, objective %.1f, training "
-                         "accuracy %.4f", evaluations[0], loss.item(), accuracy)
-            return loss
+            seconds = time.perf_counter() - pass_start
+            if evaluations[0] % 10 == 0 or seconds > 1.0:
+                kept = len(labels) if mask is None else int(mask.sum().item())
+                log.info("n-gram model: L-BFGS evaluation %d (a pass over %s texts, %.1f s), "
+                         "objective %.1f, training accuracy %.4f", evaluations[0],
+                         f"{kept:,}", seconds, loss, correct / kept)
+            return torch.tensor(loss, dtype=torch.float32)
 
         optimizer.step(objective)
         log.info("n-gram model: %d L-BFGS iterations, %d evaluations",
@@ -258,12 +299,13 @@ class NGramModel:
         trusted may depend on the length)."""
         if self.weight is None:
             raise RuntimeError("the n-gram model is not fitted")
-        ids, offsets, lengths = self._bags_and_lengths(list(texts))
         width = 1 if self.weight.dim() == 1 else self.weight.shape[1]
-        if not len(offsets):
-            return torch.zeros(0, width + 1)
-        logits = self._scores(ids, offsets, self.weight, self.bias).reshape(len(offsets), width)
-        return torch.cat([logits, torch.log1p(lengths.float())[:, None]], dim=1)
+        features = [torch.zeros(0, width + 1)]
+        for start in range(0, len(texts), _CHUNK):  # a chunk at a time: texts from disk
+            ids, offsets, lengths = self._chunk_bags(list(texts[start : start + _CHUNK]))
+            logits = self._scores(ids, offsets, self.weight, self.bias).reshape(-1, width)
+            features.append(torch.cat([logits, torch.log1p(lengths.float())[:, None]], dim=1))
+        return torch.cat(features)
 
     def logits(self, texts: Sequence[str]) -> torch.Tensor:
         """The model's logits per text: the second class's `[len(texts)]` for two classes,
@@ -312,9 +354,62 @@ def _bag_sizes(ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return torch.diff(offsets, append=torch.tensor([len(ids)]))
 
 
-def _rows(ids: torch.Tensor, lengths: torch.Tensor,
-          keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bags (ids, offsets) of the texts where `keep` is set."""
-    kept_lengths = lengths[keep]
-    offsets = torch.cumsum(kept_lengths, 0) - kept_lengths
-    return ids[torch.repeat_interleave(keep, lengths)], offsets
+class _Bags:
+    """The training texts' hashed n-grams, featurized once for the fit's many passes (one per
+    L-BFGS evaluation): per chunk of texts, its (n-gram, text) pairs as two int32 arrays,
+    sorted by n-gram. The first chunks stay in memory up to `memory_mb`; the rest go to a
+    file in `spill`, read back (through the page cache, not into the process) each pass."""
+
+    def __init__(self, memory_mb: int, spill: Path) -> None:
+        self.budget = memory_mb * 2**20
+        self.chunks: list[tuple[int, int, Any]] = []  # (first text, texts, pairs or offset)
+        self.texts = self.pairs = self.in_memory = 0
+        self.path = spill / "bags.bin"
+        self._file: Any = None
+
+    def add(self, buckets: torch.Tensor, rows: torch.Tensor, n: int) -> None:
+        size = 8 * len(buckets)
+        if self.in_memory + size <= self.budget:
+            self.chunks.append((self.texts, n, (buckets, rows)))
+            self.in_memory += size
+        else:
+            if self._file is None:
+                self._file = open(self.path, "wb")  # noqa: SIM115 (closed on the first read)
+            offset = self._file.tell()
+            torch.cat([buckets, rows]).numpy().tofile(self._file)
+            self.chunks.append((self.texts, n, (offset, len(buckets))))
+        self.texts += n
+        self.pairs += len(buckets)
+
+    def describe(self) -> str:
+        spilled = self.pairs * 8 - self.in_memory
+        return (f" ({self.in_memory / 2**20:,.0f} MB in memory, {spilled / 2**20:,.0f} MB in a "
+                f"temporary file, ngram.model.memory_mb={self.budget // 2**20})" if spilled
+                else "")
+
+    def __iter__(self) -> Any:
+        """(first text, texts, n-gram ids, text of each id within the chunk) per chunk."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        for start, n, stored in self.chunks:
+            if isinstance(stored[0], torch.Tensor):
+                yield start, n, *stored
+            else:
+                offset, count = stored
+                pairs = torch.from_numpy(np.fromfile(self.path, dtype=np.int32,
+                                                     count=2 * count, offset=offset))
+                yield start, n, pairs[:count], pairs[count:]
+
+    def scores(self, weight: torch.Tensor, bias: float | list[float]) -> torch.Tensor:
+        """Every text's logits under a fitted `weight` (ratios folded in): `[texts]` or
+        `[texts, classes]`."""
+        columns = [weight] if weight.dim() == 1 else [weight[:, k].contiguous()
+                                                      for k in range(weight.shape[1])]
+        scores = torch.empty(self.texts, len(columns))
+        for start, n, buckets, rows in self:
+            for k, column in enumerate(columns):
+                scores[start : start + n, k] = torch.zeros(n).index_add_(0, rows,
+                                                                         column[buckets])
+        scores += torch.tensor(bias)
+        return scores[:, 0] if weight.dim() == 1 else scores

@@ -169,6 +169,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["epochs"] = trainer.current_epoch
     metrics["params"] = n_params
     metrics["classes"] = datamodule.class_names
+    if fit_seconds is not None:
+        metrics["fit_seconds"] = fit_seconds
     if fit_seconds is not None and trainer.current_epoch:
         # Timer's state is checkpointed, so a resumed run counts all of its epochs.
         metrics["seconds_per_epoch"] = fit_seconds / trainer.current_epoch

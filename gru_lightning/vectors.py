@@ -107,7 +107,8 @@ class WordVectors:
             if self.path is not None:
                 table, found = read_vectors(self.path, vocab, self.dim)
             else:
-                texts = datamodule.split_texts()["train"]
+                # In memory: gensim reads the sentences once per epoch.
+                texts = list(datamodule.split_texts()["train"])
                 if self.unlabeled_file is not None:
                     texts = texts + read_unlabeled(self.unlabeled_file)
                 table, found = self.train(datamodule, texts, vocab)

@@ -363,9 +363,12 @@ def test_a_pickled_split_maps_the_file_again(tmp_path, parquet_copy):
     dm = make_datamodule(tmp_path, parquet_copy)
     dm.setup("fit")
     split = dm.splits["train"]
-    data = pickle.dumps(split)
-    assert len(data) < split.ids.numel() * 4 // 2  # the labels, not the ids
-    copy = pickle.loads(data)
+    assert len(pickle.dumps(split)) < split.ids.numel() * 4 // 2  # the labels, not the ids
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # registers the tensor reducers ddp_spawn pickles with
+
+    copy = pickle.loads(ForkingPickler.dumps(split))
     assert torch.equal(copy.ids, split.ids) and torch.equal(copy.labels, split.labels)
     assert copy.ids_file == split.ids_file and mapped_file(copy.ids) == str(split.ids_file)
 

@@ -286,7 +286,8 @@ def test_a_validation_file_is_used_instead_of_a_hold_out(tmp_path, caplog):
     with caplog.at_level("INFO"):
         dm.setup("fit")
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [200, 50, 50]
-    assert list(dm.split_texts()["val"]) == [r["text"] for r in rows[200:250]]  # the file's, in order
+    # The file's, in order.
+    assert list(dm.split_texts()["val"]) == [r["text"] for r in rows[200:250]]
     assert "data.val_size is not used" in caplog.text
 
 

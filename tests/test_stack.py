@@ -58,6 +58,50 @@ def test_fit_learns_synthetic_reviews_and_round_trips():
     assert again.settings() == model.settings()
 
 
+def test_the_fit_is_the_regularised_logistic_regression_optimum():
+    """The streamed passes compute the objective's gradient: at the fitted weights the
+    gradient of the same objective, written densely here, is zero."""
+    rows = synthetic_reviews(300, seed=3)
+    texts, labels = [t for t, _ in rows], torch.tensor([float(y) for _, y in rows])
+    model = _fitted(texts, labels.long().tolist())
+    ids, offsets = model.bags(texts)
+    design = torch.zeros(len(texts), 2**12, dtype=torch.float64)
+    design[torch.repeat_interleave(torch.arange(len(texts)), torch.diff(
+        offsets, append=torch.tensor([len(ids)]))), ids] = 1.0
+    in_pos = design[labels == 1].sum(0) + 1
+    in_neg = design[labels == 0].sum(0) + 1
+    ratio = torch.log(in_pos / in_pos.sum()) - torch.log(in_neg / in_neg.sum())
+    folded = model.weight.double()  # weight * ratio
+    weight = torch.where(ratio != 0, folded / ratio, torch.zeros_like(folded))
+    residual = torch.sigmoid(design @ folded + model.bias) - labels.double()
+    # d/dw [sum log-loss(D (w * r) + b) + l2/2 |w|^2] = r * D'res + l2 w
+    gradient = ratio * (design.T @ residual) + model.l2 * weight
+    at_zero = ratio * (design.T @ (0.5 - labels.double()))
+    assert gradient.abs().max() < 1e-5 * at_zero.abs().max()
+    assert abs(residual.sum()) < 1e-3 and folded.abs().max() > 0.1  # not the trivial zero
+
+
+def test_the_fit_spilled_to_disk_in_chunks_gives_the_same_model(monkeypatch, caplog):
+    import gru_lightning.ngrams as ngrams
+
+    rows = synthetic_reviews(400, seed=0)
+    texts, labels = [t for t, _ in rows], [y for _, y in rows]
+    whole = _fitted(texts, labels)
+    monkeypatch.setattr(ngrams, "_FIT_CHUNK", 64)  # 7 chunks
+    in_memory = _fitted(texts, labels)
+    with caplog.at_level(logging.INFO, logger="gru_lightning.ngrams"):
+        on_disk = _fitted(texts, labels, memory_mb=0)
+    assert "in a temporary file, ngram.model.memory_mb=0" in caplog.text
+    assert torch.equal(on_disk.weight, in_memory.weight) and on_disk.bias == in_memory.bias
+    # Chunks change only the order of the sums.
+    assert torch.allclose(in_memory.weight, whole.weight, atol=1e-4)
+    assert torch.equal(
+        on_disk.out_of_fold_logits(texts, torch.tensor(labels), folds=3),
+        in_memory.out_of_fold_logits(texts, torch.tensor(labels), folds=3))
+    with pytest.raises(ValueError, match=r"ngram\.model\.memory_mb must be an integer >= 0"):
+        NGramModel(memory_mb=-1)
+
+
 def test_bad_settings_and_labels_are_clear_errors():
     with pytest.raises(ValueError, match=re.escape("ngram.model.max_n must be a positive "
                                                    "integer")):
