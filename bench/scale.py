@@ -2,7 +2,8 @@
 
     python bench/scale.py --imdb ../shared/data/imdb --rows 25000 200000 [1000000] [--ngram]
 
-For each N, one parquet file of N rows (IMDB's 50,000 labeled reviews, repeated in turn),
+For each N, one parquet file of N rows (IMDB's 50,000 labeled reviews, repeated in turn;
+row groups of 100,000 rows),
 trained with `data=files` and the notebook's data settings (100 tokens, 10,000 words, 1,000
 validation texts; a seeded 20% test hold-out) for 200 training steps, no validation and no
 test, from an empty cache, in a process of its own under `/usr/bin/time -v`; with --ngram
@@ -26,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 STEPS = 200
+ROW_GROUP = 100_000
 
 
 def write_rows(imdb: Path, rows: int, path: Path) -> None:
@@ -36,7 +38,10 @@ def write_rows(imdb: Path, rows: int, path: Path) -> None:
               sorted(imdb.glob("train*.parquet")) + sorted(imdb.glob("test*.parquet"))]
     labeled = pa.concat_tables(tables)
     repeats = -(-rows // len(labeled))
-    pq.write_table(pa.concat_tables([labeled] * repeats).slice(0, rows), path)
+    # Row groups of 100,000 rows: datasets' parquet reader (a pyarrow dataset scan) decodes a
+    # whole row group at once, and pyarrow's default group is a million rows.
+    pq.write_table(pa.concat_tables([labeled] * repeats).slice(0, rows), path,
+                   row_group_size=ROW_GROUP)
 
 
 def run(data: Path, work: Path, ngram: bool, trainer: str) -> dict:

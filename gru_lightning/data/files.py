@@ -14,6 +14,7 @@ from gru_lightning.data.base import (
 )
 from gru_lightning.data.checks import optional_size
 
+PARQUET_BATCH = 10_000  # rows per batch converted to datasets' Arrow cache
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json",
                 ".parquet": "parquet"}
 
@@ -86,7 +87,15 @@ class FilesSource(TextSource):
         if len(formats) > 1:
             raise DatasetUnavailableError(f"the data files differ in format: {formats}")
         found = formats.pop()
-        options = {"delimiter": "\t"} if found == "tsv" else {}
+        options: dict[str, Any] = {"delimiter": "\t"} if found == "tsv" else {}
+        if found == "parquet":
+            import pyarrow.dataset
+
+            # Batches streamed from buffered reads: by default a whole row group is read and
+            # decoded at once (pyarrow's default row group is a million rows).
+            options = {"batch_size": PARQUET_BATCH, "fragment_scan_options":
+                       pyarrow.dataset.ParquetFragmentScanOptions(
+                           pre_buffer=False, use_buffered_stream=True, buffer_size=1 << 20)}
         splits = {}
         for split, path in paths.items():  # one at a time: their columns may differ
             try:
