@@ -374,7 +374,8 @@ class _Bags:
             self.in_memory += size
         else:
             if self._file is None:
-                self._file = open(self.path, "wb")  # noqa: SIM115 (closed on the first read)
+                # Appended to ("ab"): chunks added after a pass keep the earlier ones.
+                self._file = open(self.path, "ab")  # noqa: SIM115 (closed on the next read)
             offset = self._file.tell()
             torch.cat([buckets, rows]).numpy().tofile(self._file)
             self.chunks.append((self.texts, n, (offset, len(buckets))))

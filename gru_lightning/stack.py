@@ -107,7 +107,7 @@ class NGramStack:
         so); returns its accuracies on them."""
         return self._add_features(datamodule, datamodule.split_texts(), None)
 
-    def _add_features(self, datamodule: TextDataModule, texts: dict[str, list[str]],
+    def _add_features(self, datamodule: TextDataModule, texts: dict[str, Sequence[str]],
                       train_logits: torch.Tensor | None) -> dict[str, float]:
         # With out-of-fold logits of the training texts, the network trains on top of them.
         if train_logits is not None:

@@ -44,6 +44,14 @@ def synthetic_reviews(n: int, seed: int) -> list[tuple[str, int]]:
     return reviews
 
 
+def cache_entries(cache_dir: Path) -> list[Path]:
+    """The tokenized data's entries (folders, store.py) in a cache directory, finished ones:
+    what a test that nothing was cached checks is empty."""
+    if not cache_dir.is_dir():
+        return []
+    return sorted(p for p in cache_dir.iterdir() if p.is_dir() and p.suffix != ".partial")
+
+
 def write_parquet_copy(root: Path, splits: dict[str, list[tuple[str, int]]]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():

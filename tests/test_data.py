@@ -16,7 +16,7 @@ from gru_lightning.data.batches import SliceBatchSampler
 from gru_lightning.data.imdb import IMDBSource
 from gru_lightning.data.store import CHUNK, TextColumn, TextWriter, chunks
 from gru_lightning.preprocessing import UNK_ID
-from tests.conftest import synthetic_reviews, write_parquet_copy
+from tests.conftest import cache_entries, synthetic_reviews, write_parquet_copy
 
 
 def mapped_file(tensor: torch.Tensor) -> str | None:
@@ -147,7 +147,8 @@ def test_folder_without_imdb_is_a_clear_error(tmp_path):
 def test_corrupt_parquet_is_a_clear_error_and_keeps_the_cache(tmp_path, parquet_copy):
     good = make_datamodule(tmp_path, parquet_copy)
     good.prepare_data()
-    cached = sorted((tmp_path / "cache").glob("*.pt"))
+    cached = cache_entries(tmp_path / "cache")
+    assert len(cached) == 1
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "train.parquet").write_bytes(b"PAR1 this is not parquet")
@@ -155,7 +156,7 @@ def test_corrupt_parquet_is_a_clear_error_and_keeps_the_cache(tmp_path, parquet_
     with pytest.raises(DatasetUnavailableError, match="Could not read the IMDB copy"):
         make_datamodule(tmp_path, broken).prepare_data()
     # Nothing lost, nothing half-written (only a lock file may be left).
-    assert sorted((tmp_path / "cache").glob("*.pt")) == cached
+    assert cache_entries(tmp_path / "cache") == cached
     assert not list((tmp_path / "cache").glob("*.partial"))
 
 
@@ -262,7 +263,7 @@ def test_labels_other_than_0_and_1_are_one_clear_error_before_tokenizing(tmp_pat
     message = str(error.value)
     assert f"data.local_path='{copy}', train split" in message
     assert "labels must be 0 (negative) or 1 (positive)" in message and shown in message
-    assert not list((tmp_path / "cache").glob("*.pt"))  # nothing tokenized, nothing cached
+    assert not cache_entries(tmp_path / "cache")  # nothing tokenized, nothing cached
 
 
 @pytest.mark.parametrize("empty", [None, "", "   \n "])
@@ -384,3 +385,15 @@ def test_slice_batch_sampler_gives_batch_samplers_batches(drop_last):
     batches = list(SliceBatchSampler(RandomSampler(dataset), 64, drop_last))
     assert [b.tolist() for b in batches] == expected
     assert len(batches) == len(SliceBatchSampler(SequentialSampler(dataset), 64, drop_last))
+
+
+def test_an_entry_whose_build_fails_leaves_nothing_behind(tmp_path):
+    from gru_lightning.data.store import build_entry
+
+    def fails(folder):
+        (folder / "train-ids.npy").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_entry(tmp_path / "entry", fails)
+    assert list(tmp_path.iterdir()) == []  # neither the entry nor its partial folder

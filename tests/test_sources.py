@@ -17,7 +17,13 @@ from gru_lightning.data.folder import FolderSource
 from gru_lightning.data.hub import HubSource
 from gru_lightning.predict import Predictor, main
 from gru_lightning.train import train
-from tests.conftest import FILLER, compose_train_config, synthetic_reviews, write_parquet_copy
+from tests.conftest import (
+    FILLER,
+    cache_entries,
+    compose_train_config,
+    synthetic_reviews,
+    write_parquet_copy,
+)
 
 TOPICS = {"sport": ["match", "goal", "league", "coach"],
           "money": ["market", "stocks", "bank", "profit"],
@@ -186,7 +192,7 @@ def test_label_errors_name_the_column_value_and_row(tmp_path, rows, message):
     with pytest.raises(DataError) as error:
         dm.prepare_data()
     assert "data.train_file=" in str(error.value) and message in str(error.value)
-    assert not list((tmp_path / "c").glob("*.pt"))  # nothing tokenized
+    assert not cache_entries(tmp_path / "c")  # nothing tokenized
 
 
 def test_string_labels_train_and_predict_with_settings_only(tmp_path):
@@ -353,7 +359,7 @@ def test_bad_line_files_are_one_clear_error_naming_the_file_and_line(tmp_path, d
     with pytest.raises(DataError) as error:
         dm.prepare_data()
     assert message.format(folder=folder) in str(error.value)
-    assert not list((tmp_path / "c").glob("*.pt"))  # nothing tokenized
+    assert not cache_entries(tmp_path / "c")  # nothing tokenized
 
 
 def test_line_files_settings_are_checked(tmp_path):

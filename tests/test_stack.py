@@ -102,6 +102,19 @@ def test_the_fit_spilled_to_disk_in_chunks_gives_the_same_model(monkeypatch, cap
         NGramModel(memory_mb=-1)
 
 
+def test_a_masked_fit_is_the_fit_on_the_kept_texts(tmp_path):
+    """Out-of-fold fits mask the held-out texts: the same model as a fit on the others."""
+    rows = synthetic_reviews(300, seed=4)
+    texts, labels = [t for t, _ in rows], torch.tensor([float(y) for _, y in rows])
+    model = _fitted(texts, labels.long().tolist())
+    keep = torch.arange(len(texts)) % 3 != 0
+    kept_texts = [t for t, k in zip(texts, keep.tolist(), strict=True) if k]
+    masked = model._fit_classes(model._featurize(texts, tmp_path), labels, 2, keep=keep)
+    alone = model._fit_classes(model._featurize(kept_texts, tmp_path), labels[keep], 2)
+    assert torch.allclose(masked[0], alone[0], atol=1e-4)
+    assert masked[1] == pytest.approx(alone[1], abs=1e-4)
+
+
 def test_bad_settings_and_labels_are_clear_errors():
     with pytest.raises(ValueError, match=re.escape("ngram.model.max_n must be a positive "
                                                    "integer")):

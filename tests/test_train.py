@@ -25,6 +25,7 @@ from tests.conftest import (
     ROOT,
     SMALL,
     TRAINED_EPOCHS,
+    cache_entries,
     compose_train_config,
     synthetic_reviews,
 )
@@ -164,7 +165,7 @@ def test_user_errors_are_one_clear_message_before_any_data_work(compose_train, t
     with pytest.raises(Exception) as error:
         train(compose_train(*overrides))
     assert message in user_message(error.value)
-    assert not list((tmp_path / "cache").glob("*.pt"))  # no cache entry was written
+    assert not cache_entries(tmp_path / "cache")  # no cache entry was written
 
 
 def test_an_optimizer_setting_torch_refuses_is_one_clear_message(compose_train):
@@ -182,7 +183,7 @@ def test_corrupt_parquet_is_one_clear_error(compose_train, tmp_path, parquet_cop
     (broken / "test.parquet").write_bytes((parquet_copy / "test.parquet").read_bytes())
     with pytest.raises(DatasetUnavailableError, match="Could not read the IMDB copy"):
         train(compose_train(f"data.local_path={broken}"))
-    assert not list((tmp_path / "cache").glob("*.pt"))
+    assert not cache_entries(tmp_path / "cache")
 
 
 @pytest.mark.parametrize("case", ["setting", "labels", "checkpoint"])

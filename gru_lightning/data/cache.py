@@ -1,5 +1,6 @@
-"""Derived data on disk (tokenized splits, fitted n-gram models): written whole or not at
-all, built once for parallel sweep jobs, and rebuilt when damaged."""
+"""Derived data on disk (fitted n-gram models, word vectors; the tokenized data's folders are
+store.py's, under the same lock): written whole or not at all, built once for parallel sweep
+jobs, and rebuilt when damaged."""
 
 from __future__ import annotations
 

@@ -59,16 +59,16 @@ def check_columns(dataset: Any, text_columns: Sequence[str], label_column: str, 
                         f"{columns}); set data.text_columns and data.label_column")
 
 
-def text_chunks(dataset: Any, text_columns: Sequence[str], rows: Sequence[int] | None = None,
+def text_chunks(dataset: Any, text_columns: Sequence[str], rows: Any = None,
                 size: int = 8192) -> Iterator[list[str | None]]:
-    """A split's texts (`joined_texts`), `size` rows at a time: all rows in order, or the
-    rows listed. Batches are read from the Arrow table (iterating a datasets Column decodes
-    row by row, ~10x slower), so only one is in memory at a time."""
+    """A split's texts (`joined_texts`), `size` rows at a time: all rows in order, or those
+    of the index tensor `rows`. Batches are read from the Arrow table (iterating a datasets
+    Column decodes row by row, ~10x slower), so only one is in memory at a time."""
     table = dataset.select_columns(list(text_columns))
     total = len(dataset) if rows is None else len(rows)
     for start in range(0, total, size):
         key = (slice(start, start + size) if rows is None
-               else [int(r) for r in rows[start : start + size]])
+               else rows[start : start + size].tolist())
         batch = table[key]
         yield joined_texts([batch[c] for c in text_columns])
 

@@ -221,9 +221,11 @@ class TextDataModule(L.LightningDataModule):
         texts = {}
         for split, (origin, split_rows) in rows.items():
             writer = store.TextWriter(folder / f"{split}-texts.arrow")
-            for chunk in text_chunks(raw[origin], source.text_columns, split_rows):
-                writer.extend(chunk)
-            writer.close()
+            try:
+                for chunk in text_chunks(raw[origin], source.text_columns, split_rows):
+                    writer.extend(chunk)
+            finally:
+                writer.close()
             texts[split] = store.TextColumn(folder / f"{split}-texts.arrow")
         del raw  # the source's tables: what follows reads the split texts just written
         # The vocabulary sees only the texts the model trains on.
@@ -271,7 +273,7 @@ class TextDataModule(L.LightningDataModule):
                 if not path.exists():  # setup without prepare_data, e.g. called by hand
                     self._write(path)
                     return store.read_entry(path)
-                reason = f"{Path(error.filename or '').name} is missing"
+                reason = f"{Path(error.filename).name if error.filename else error} is missing"
             except Exception as error:
                 first = str(error).splitlines()[0] if str(error) else ""
                 reason = f"{type(error).__name__}: {first}"

@@ -91,8 +91,8 @@ class FilesSource(TextSource):
         if found == "parquet":
             import pyarrow.dataset
 
-            # Batches streamed from buffered reads: by default a whole row group is read and
-            # decoded at once (pyarrow's default row group is a million rows).
+            # Batches from buffered reads, not the whole file buffered; the scan still holds
+            # one row group decoded (pyarrow writes up to a million rows per group: README).
             options = {"batch_size": PARQUET_BATCH, "fragment_scan_options":
                        pyarrow.dataset.ParquetFragmentScanOptions(
                            pre_buffer=False, use_buffered_stream=True, buffer_size=1 << 20)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class TextColumn(Sequence[str]):
             while start < stop:
                 batch, offset = divmod(start, CHUNK)
                 part = self._batch(batch)[offset : offset + stop - start]
+                if not part:  # batches of another size than CHUNK: not this writer's file
+                    raise ValueError(f"{self.path.name}: no text {start} in batch {batch}")
                 texts.extend(part)
                 start += len(part)
             return texts
@@ -135,14 +138,21 @@ def read_ids(path: Path, rows: int) -> torch.Tensor:
 def build_entry(path: Path, build: Callable[[Path], dict[str, Any]]) -> None:
     """`build(folder)` writes the entry's files into a fresh folder and returns what
     `entry.pt` holds; the folder then replaces `path` whole."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Under the entry's lock: what a killed build left behind is no one's.
+    for stale in path.parent.glob(f"{path.name}.*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{path.name}.", suffix=".partial"))
     try:
         torch.save(build(partial), partial / ENTRY)
+        # The old entry out of the way by a rename, not deleted first: files a running
+        # process has open or mapped stay valid, and the entry is missing for no moment
+        # longer than between two renames.
+        old = path.with_name(f"{partial.name}.old")
         if path.exists():
-            shutil.rmtree(path)
+            os.replace(path, old)
         os.replace(partial, path)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 
@@ -151,7 +161,11 @@ def read_entry(path: Path) -> dict[str, Any]:
     """What `entry.pt` holds, with each split's ids (memory-mapped) under "ids" and its
     texts (a `TextColumn`) under "texts"; raises when a file is missing or damaged."""
     entry = torch.load(path / ENTRY, weights_only=True)
+    if missing := {"labels", "text_encoder", "class_names"} - set(entry):
+        raise ValueError(f"{ENTRY} has no {sorted(missing)}")
     labels = entry["labels"]
+    if "train" not in labels or "test" not in labels:
+        raise ValueError(f"{ENTRY} has splits {sorted(labels)}, not train and test")
     entry["ids"] = {split: read_ids(path / f"{split}-ids.npy", len(labels[split]))
                     for split in labels}
     entry["texts"] = {split: TextColumn(path / f"{split}-texts.arrow") for split in labels}
