@@ -22,7 +22,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,11 +107,10 @@ class WordVectors:
             if self.path is not None:
                 table, found = read_vectors(self.path, vocab, self.dim)
             else:
-                # In memory: gensim reads the sentences once per epoch.
-                texts = list(datamodule.split_texts()["train"])
+                texts: list[Sequence[str]] = [datamodule.split_texts()["train"]]  # on disk
                 if self.unlabeled_file is not None:
-                    texts = texts + read_unlabeled(self.unlabeled_file)
-                table, found = self.train(datamodule, texts, vocab)
+                    texts.append(read_unlabeled(self.unlabeled_file))
+                table, found = self.train(datamodule, Corpus(texts), vocab)
             return {"table": table, "found": found}
 
         built = cache.load_or_build(path, build, "Word vectors")
@@ -120,7 +119,7 @@ class WordVectors:
                  self.describe(), int(found.sum()), len(found), 100 * found.float().mean())
         return built["table"], found
 
-    def train(self, datamodule: TextDataModule, texts: Sequence[str],
+    def train(self, datamodule: TextDataModule, texts: Corpus | Sequence[str],
               vocab: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Vectors trained by gensim on `texts`, split into words as the vocabulary is."""
         try:
@@ -131,10 +130,9 @@ class WordVectors:
                               "'gru-lightning[vectors]' (or pip install gensim)") from None
         logging.getLogger("gensim").setLevel(logging.WARNING)  # its own per-step chatter
         start = time.perf_counter()
-        sentences = list(words_of(datamodule.text_encoder.tokenizer, texts))
-        log.info("Word vectors: training %s on %s texts (%s words), %d epochs",
-                 self.algorithm, f"{len(sentences):,}",
-                 f"{sum(map(len, sentences)):,}", self.epochs)
+        sentences = Sentences(datamodule.text_encoder.tokenizer, texts)
+        log.info("Word vectors: training %s on %s texts, %d epochs", self.algorithm,
+                 f"{len(texts):,}", self.epochs)
 
         class Progress(CallbackAny2Vec):
             def __init__(self) -> None:
@@ -185,7 +183,33 @@ def _stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-def words_of(tokenizer: Any, texts: Sequence[str]) -> Iterator[list[str]]:
+class Corpus:
+    """Several sequences of texts read in turn as one, none copied (the training texts stay
+    on disk)."""
+
+    def __init__(self, parts: Sequence[Sequence[str]]) -> None:
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def __iter__(self) -> Iterator[str]:
+        for part in self.parts:
+            yield from part
+
+
+class Sentences:
+    """The texts' words, split anew on every pass: gensim reads its corpus once for the
+    vocabulary and once per epoch, and a million texts' words held at once would not fit."""
+
+    def __init__(self, tokenizer: Any, texts: Iterable[str]) -> None:
+        self.tokenizer, self.texts = tokenizer, texts
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return words_of(self.tokenizer, self.texts)
+
+
+def words_of(tokenizer: Any, texts: Iterable[str]) -> Iterator[list[str]]:
     """Each text's words as the vocabulary's tokenizer splits them (normalized, lowercased)."""
     normalize, split = tokenizer.normalizer.normalize_str, tokenizer.pre_tokenizer
     for text in texts:

@@ -15,7 +15,7 @@ from gru_lightning.data.lines import LinesSource
 from gru_lightning.networks.rnn import RNN
 from gru_lightning.predict import Predictor
 from gru_lightning.train import train
-from gru_lightning.vectors import WordVectors, read_vectors
+from gru_lightning.vectors import Corpus, Sentences, WordVectors, read_vectors
 from tests.conftest import compose_train_config
 from tests.test_sources import _tweeteval_folder
 
@@ -115,6 +115,24 @@ def test_trained_vectors_are_seeded_cached_and_learn_the_topics(tmp_path):
         return float(unit[vocab[a]] @ unit[vocab[b]])
 
     assert similarity("rocket", "orbit") > similarity("rocket", "stocks")
+
+
+def test_vectors_train_from_the_texts_on_disk_as_from_a_list(tmp_path):
+    """The training texts are streamed from the cache for each of gensim's passes (the
+    vocabulary, then each epoch), the unlabeled ones after them: the vectors of a list."""
+    dm = _datamodule(tmp_path)
+    column = dm.split_texts()["train"]
+    extra = ["rocket orbit launch", "stocks market bonds"]
+    corpus = Corpus([column, extra])
+    assert len(corpus) == len(column) + 2 and list(corpus) == [*column, *extra]
+    sentences = Sentences(dm.text_encoder.tokenizer, corpus)
+    assert list(sentences) == list(sentences)  # restartable, as gensim needs
+    vocab = dm.text_encoder.tokenizer.get_vocab()
+    vectors = WordVectors(16, epochs=5, workers=1, min_count=1, seed=3)
+    streamed, found = vectors.train(dm, corpus, vocab)
+    listed, found_listed = vectors.train(dm, [*column, *extra], vocab)
+    torch.testing.assert_close(streamed, listed)
+    assert torch.equal(found, found_listed)
 
 
 def test_vectors_reach_the_embedding_frozen_and_travel_in_the_checkpoint(tmp_path):
