@@ -114,8 +114,9 @@ def _punctuation_of(tokenizer: Tokenizer) -> str | None:
     return None
 
 
-def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    """`texts` as lists of `size` (itertools.batched from Python 3.12)."""
+def in_batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    """`texts` as lists of `size`, the last one shorter (itertools.batched from Python
+    3.12): a million texts read from disk are fitted or encoded a list at a time."""
     iterator = iter(texts)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
@@ -163,7 +164,7 @@ class TextEncoder:
             trainer = trainers.WordLevelTrainer(
                 vocab_size=max_features, min_frequency=min_count,
                 special_tokens=[PAD_TOKEN, UNK_TOKEN], show_progress=False)
-            tokenizer.train_from_iterator(_batches(texts, FIT_CHUNK), trainer)
+            tokenizer.train_from_iterator(in_batches(texts, FIT_CHUNK), trainer)
             return cls(tokenizer, maxlen, padding, truncating)
         # The same vocabulary as tokenizers' WordLevelTrainer (most frequent first, ties by
         # the word), counted by the compiled kernel; texts it does not take (not ASCII, or
@@ -174,7 +175,7 @@ class TextEncoder:
         counts: Counter[str] = Counter()
         # A word split as Split("[marks]", "isolated") does.
         parts = re.compile(f"[{re.escape(marks)}]|[^{re.escape(marks)}]+")
-        for chunk in _batches(texts, FIT_CHUNK):
+        for chunk in in_batches(texts, FIT_CHUNK):
             chunk_counts, others = counter.count(chunk)
             counts.update(chunk_counts)
             for i in others:

@@ -18,6 +18,7 @@ keeps them as they are).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -110,7 +111,7 @@ class WordVectors:
                 texts: list[Sequence[str]] = [datamodule.split_texts()["train"]]  # on disk
                 if self.unlabeled_file is not None:
                     texts.append(read_unlabeled(self.unlabeled_file))
-                table, found = self.train(datamodule, Corpus(texts), vocab)
+                table, found = self.train(datamodule, texts, vocab)
             return {"table": table, "found": found}
 
         built = cache.load_or_build(path, build, "Word vectors")
@@ -119,9 +120,10 @@ class WordVectors:
                  self.describe(), int(found.sum()), len(found), 100 * found.float().mean())
         return built["table"], found
 
-    def train(self, datamodule: TextDataModule, texts: Corpus | Sequence[str],
+    def train(self, datamodule: TextDataModule, texts: Sequence[Sequence[str]],
               vocab: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Vectors trained by gensim on `texts`, split into words as the vocabulary is."""
+        """Vectors trained by gensim on the sequences of `texts`, read in turn, split into
+        words as the vocabulary is."""
         try:
             from gensim.models import FastText, Word2Vec
             from gensim.models.callbacks import CallbackAny2Vec
@@ -132,7 +134,7 @@ class WordVectors:
         start = time.perf_counter()
         sentences = Sentences(datamodule.text_encoder.tokenizer, texts)
         log.info("Word vectors: training %s on %s texts, %d epochs", self.algorithm,
-                 f"{len(texts):,}", self.epochs)
+                 f"{sum(map(len, texts)):,}", self.epochs)
 
         class Progress(CallbackAny2Vec):
             def __init__(self) -> None:
@@ -183,30 +185,16 @@ def _stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-class Corpus:
-    """Several sequences of texts read in turn as one, none copied (the training texts stay
-    on disk)."""
-
-    def __init__(self, parts: Sequence[Sequence[str]]) -> None:
-        self.parts = parts
-
-    def __len__(self) -> int:
-        return sum(len(part) for part in self.parts)
-
-    def __iter__(self) -> Iterator[str]:
-        for part in self.parts:
-            yield from part
-
-
 class Sentences:
-    """The texts' words, split anew on every pass: gensim reads its corpus once for the
-    vocabulary and once per epoch, and a million texts' words held at once would not fit."""
+    """The words of several sequences of texts, read in turn and split anew on every pass:
+    gensim reads its corpus once for the vocabulary and once per epoch, and a million texts'
+    words held at once would not fit (the training texts stay on disk)."""
 
-    def __init__(self, tokenizer: Any, texts: Iterable[str]) -> None:
+    def __init__(self, tokenizer: Any, texts: Sequence[Iterable[str]]) -> None:
         self.tokenizer, self.texts = tokenizer, texts
 
     def __iter__(self) -> Iterator[list[str]]:
-        return words_of(self.tokenizer, self.texts)
+        return words_of(self.tokenizer, itertools.chain.from_iterable(self.texts))
 
 
 def words_of(tokenizer: Any, texts: Iterable[str]) -> Iterator[list[str]]:

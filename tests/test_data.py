@@ -14,8 +14,8 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from gru_lightning.data import DataError, DatasetUnavailableError, TextDataModule
 from gru_lightning.data.batches import SliceBatchSampler
 from gru_lightning.data.imdb import IMDBSource
-from gru_lightning.data.store import CHUNK, TextColumn, TextWriter, chunks
-from gru_lightning.preprocessing import UNK_ID
+from gru_lightning.data.store import CHUNK, TextColumn, TextWriter
+from gru_lightning.preprocessing import UNK_ID, in_batches
 from tests.conftest import cache_entries, synthetic_reviews, write_parquet_copy
 
 
@@ -351,7 +351,7 @@ def test_a_text_column_reads_like_a_list_across_its_batches(tmp_path):
     assert len(column) == len(texts) and list(column) == texts
     assert column[CHUNK - 2 : CHUNK + 3] == texts[CHUNK - 2 : CHUNK + 3]
     assert column[-1] == texts[-1] and column[::CHUNK] == texts[::CHUNK]
-    assert [len(c) for c in chunks(column)] == [CHUNK, CHUNK, 5]
+    assert [len(c) for c in in_batches(column, CHUNK)] == [CHUNK, CHUNK, 5]
     assert pickle.loads(pickle.dumps(column))[CHUNK] == texts[CHUNK]
     with pytest.raises(IndexError):
         column[len(texts)]

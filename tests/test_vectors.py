@@ -15,7 +15,7 @@ from gru_lightning.data.lines import LinesSource
 from gru_lightning.networks.rnn import RNN
 from gru_lightning.predict import Predictor
 from gru_lightning.train import train
-from gru_lightning.vectors import Corpus, Sentences, WordVectors, read_vectors
+from gru_lightning.vectors import Sentences, WordVectors, read_vectors, words_of
 from tests.conftest import compose_train_config
 from tests.test_sources import _tweeteval_folder
 
@@ -123,14 +123,14 @@ def test_vectors_train_from_the_texts_on_disk_as_from_a_list(tmp_path):
     dm = _datamodule(tmp_path)
     column = dm.split_texts()["train"]
     extra = ["rocket orbit launch", "stocks market bonds"]
-    corpus = Corpus([column, extra])
-    assert len(corpus) == len(column) + 2 and list(corpus) == [*column, *extra]
-    sentences = Sentences(dm.text_encoder.tokenizer, corpus)
+    tokenizer = dm.text_encoder.tokenizer
+    sentences = Sentences(tokenizer, [column, extra])
+    assert list(sentences) == list(words_of(tokenizer, [*column, *extra]))
     assert list(sentences) == list(sentences)  # restartable, as gensim needs
     vocab = dm.text_encoder.tokenizer.get_vocab()
     vectors = WordVectors(16, epochs=5, workers=1, min_count=1, seed=3)
-    streamed, found = vectors.train(dm, corpus, vocab)
-    listed, found_listed = vectors.train(dm, [*column, *extra], vocab)
+    streamed, found = vectors.train(dm, [column, extra], vocab)
+    listed, found_listed = vectors.train(dm, [[*column, *extra]], vocab)
     torch.testing.assert_close(streamed, listed)
     assert torch.equal(found, found_listed)
 

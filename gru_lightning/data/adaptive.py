@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from gru_lightning.data import store
-from gru_lightning.preprocessing import PAD_ID, Side, TextEncoder
+from gru_lightning.preprocessing import FIT_CHUNK, PAD_ID, Side, TextEncoder, in_batches
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
@@ -65,5 +64,5 @@ def fit_encoder(texts: Sequence[str], max_features: int | str, maxlen: int | str
 
 def word_counts(encoder: TextEncoder, texts: Sequence[str]) -> torch.Tensor:
     """Each text's number of words, at most the encoder's `maxlen` (unknown words count)."""
-    counts = [(encoder.encode(chunk) != PAD_ID).sum(1) for chunk in store.chunks(texts)]
+    counts = [(encoder.encode(chunk) != PAD_ID).sum(1) for chunk in in_batches(texts, FIT_CHUNK)]
     return torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long)

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler, Dataset
 
+from gru_lightning.data.store import read_ids
+
 
 class TensorBatchDataset(Dataset):
     """Named per-text columns (`ids`, `labels`, and any feature another stage adds, e.g. the
@@ -30,8 +32,6 @@ class TensorBatchDataset(Dataset):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.ids_file is not None:
-            from gru_lightning.data.store import read_ids
-
             self.columns["ids"] = read_ids(self.ids_file, len(self.columns["labels"]))
 
     @property

@@ -27,7 +27,13 @@ from gru_lightning.data import adaptive, cache, store
 from gru_lightning.data.base import DataError, TextSource
 from gru_lightning.data.batches import SliceBatchSampler, TensorBatchDataset, batch_as_is
 from gru_lightning.data.checks import check_columns, check_size, kept_rows, text_chunks
-from gru_lightning.preprocessing import FORMAT_VERSION, Side, TextEncoder, check_side
+from gru_lightning.preprocessing import (
+    FORMAT_VERSION,
+    Side,
+    TextEncoder,
+    check_side,
+    in_batches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -220,21 +226,21 @@ class TextDataModule(L.LightningDataModule):
         rows, labels, class_names, class_values = self._split_rows(raw)
         texts = {}
         for split, (origin, split_rows) in rows.items():
-            writer = store.TextWriter(folder / f"{split}-texts.arrow")
+            writer = store.TextWriter(store.texts_file(folder, split))
             try:
                 for chunk in text_chunks(raw[origin], source.text_columns, split_rows):
                     writer.extend(chunk)
             finally:
                 writer.close()
-            texts[split] = store.TextColumn(folder / f"{split}-texts.arrow")
+            texts[split] = store.TextColumn(store.texts_file(folder, split))
         del raw  # the source's tables: what follows reads the split texts just written
         # The vocabulary sees only the texts the model trains on.
         encoder = adaptive.fit_encoder(texts["train"], self.max_features, self.maxlen,
                                        self.padding, self.truncating, self.punctuation)
         for split, column in texts.items():
             # int32 ids halve memory at long maxlen; nn.Embedding takes them as they are.
-            store.write_ids(folder / f"{split}-ids.npy",
-                            (encoder.encode(chunk) for chunk in store.chunks(column)),
+            store.write_ids(store.ids_file(folder, split),
+                            (encoder.encode(chunk) for chunk in in_batches(column, store.CHUNK)),
                             len(column), encoder.maxlen)
         # Two classes: one logit and BCE, float targets; more: class ids for cross-entropy.
         label_dtype = torch.float32 if len(class_names) == 2 else torch.int64
@@ -305,7 +311,7 @@ class TextDataModule(L.LightningDataModule):
         self.class_names = list(entry["class_names"])
         self.class_values = entry.get("class_values")
         self.splits = {name: TensorBatchDataset(entry["ids"][name], labels,
-                                                self.cache_path() / f"{name}-ids.npy")
+                                                store.ids_file(self.cache_path(), name))
                        for name, labels in entry["labels"].items()}
         # val_size=0: validate on the test split, as the Keras notebook did.
         self.splits.setdefault("val", self.splits["test"])

@@ -111,6 +111,16 @@ class TextWriter:
         return self.count
 
 
+def ids_file(folder: Path, split: str) -> Path:
+    """Where an entry's folder holds a split's ids."""
+    return folder / f"{split}-ids.npy"
+
+
+def texts_file(folder: Path, split: str) -> Path:
+    """Where an entry's folder holds a split's texts."""
+    return folder / f"{split}-texts.arrow"
+
+
 def write_ids(path: Path, chunks: Iterable[torch.Tensor], rows: int, maxlen: int) -> None:
     """Encoded chunks (`[n, maxlen]` each, `rows` in all) into an int32 `.npy` file, one
     chunk in memory at a time."""
@@ -166,17 +176,12 @@ def read_entry(path: Path) -> dict[str, Any]:
     labels = entry["labels"]
     if "train" not in labels or "test" not in labels:
         raise ValueError(f"{ENTRY} has splits {sorted(labels)}, not train and test")
-    entry["ids"] = {split: read_ids(path / f"{split}-ids.npy", len(labels[split]))
+    entry["ids"] = {split: read_ids(ids_file(path, split), len(labels[split]))
                     for split in labels}
-    entry["texts"] = {split: TextColumn(path / f"{split}-texts.arrow") for split in labels}
+    entry["texts"] = {split: TextColumn(texts_file(path, split)) for split in labels}
     for split, texts in entry["texts"].items():
         if len(texts) != len(labels[split]):
-            raise ValueError(f"{split}-texts.arrow holds {len(texts)} texts, expected "
+            raise ValueError(f"{texts.path.name} holds {len(texts)} texts, expected "
                              f"{len(labels[split])}")
     return entry
 
-
-def chunks(texts: Sequence[str], size: int = CHUNK) -> Iterator[list[str]]:
-    """`texts` in consecutive lists of `size` (a `TextColumn` reads each batch once)."""
-    for start in range(0, len(texts), size):
-        yield list(texts[start : start + size])
