@@ -26,8 +26,8 @@ class EpochTimes(L.Callback):
         if recurrence is None or stage != "fit":
             return
 
-        def spy(ids: torch.Tensor) -> Any:
-            outputs, state = recurrence(ids)
+        def spy(ids: torch.Tensor, embedded: torch.Tensor | None = None) -> Any:
+            outputs, state = recurrence(ids, embedded)
             self.recurrence_dtype = str(outputs.dtype)
             return outputs, state
 

@@ -16,7 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from gru_lightning import checkpoints
 from gru_lightning.metrics import BEST, MONITOR, EpochOutputs, metric_collection
 from gru_lightning.networks.base import NetworkSettings, predicted_classes, probabilities
-from gru_lightning.preprocessing import TextEncoder
+from gru_lightning.preprocessing import PAD_ID, TextEncoder
 
 if TYPE_CHECKING:
     from gru_lightning.stack import NGramStack
@@ -47,12 +47,16 @@ class TextClassifier(L.LightningModule):
             class weighs in the loss as much as any other: n / (classes * n_class) per text,
             for a macro-averaged metric), or "auto": balanced when the largest class has
             1.5x the texts of the smallest. From the training data's counts, in `setup`.
+        adversarial: 0 (off), or adversarial training's perturbation size (Miyato et al.
+            2017): each training text's loss is also taken with its embedded words moved
+            along the loss's gradient by this share of their norm, and the two losses
+            added (~2.5x the step's cost). The network needs `embed` and `classify`.
     """
 
     def __init__(self, net: NetworkSettings, num_classes: int = 2,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  lr_schedule: Schedule = "constant", stack: NGramStack | None = None,
-                 class_weights: ClassWeights = None) -> None:
+                 class_weights: ClassWeights = None, adversarial: float = 0.0) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(
@@ -60,9 +64,15 @@ class TextClassifier(L.LightningModule):
         if class_weights not in (None, "balanced", "auto"):
             raise ValueError(f"model.class_weights must be null, balanced or auto, got "
                              f"{class_weights!r}")
+        if isinstance(adversarial, bool) or not isinstance(adversarial, int | float) or (
+                adversarial < 0):
+            raise ValueError(f"model.adversarial must be a number >= 0, got {adversarial!r}")
         self.save_hyperparameters(ignore=["net", "optimizer", "stack"])
         self.net_settings = net
         self.net = net.build(num_classes)
+        if adversarial and not all(hasattr(self.net, m) for m in ("embed", "classify")):
+            raise ValueError(f"model.adversarial needs a network with embed() and classify() "
+                             f"methods; {type(self.net).__name__} has not both")
         self.make_optimizer = optimizer
         self.stack = stack
         self.binary = num_classes == 2
@@ -103,19 +113,56 @@ class TextClassifier(L.LightningModule):
 
     def _logits(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The network's logits, or the stack's where one is stacked on the network."""
-        logits = self.net(batch["ids"])
-        return self.stack.logits(stage, logits, batch) if self.stack is not None else logits
+        return self._stack_logits(stage, self.net(batch["ids"]), batch)
 
     def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The batch's logits (`_logits`) and loss, kept for the epoch's metrics."""
-        logits = self._logits(stage, batch)
-        labels = batch["labels"]
+        """The batch's logits (`_logits`) and loss, kept for the epoch's metrics; in testing a
+        stack's network's own logits too (`test/net_acc`)."""
+        if stage == "test" and self.stack is not None:
+            net_logits = self.net(batch["ids"])
+            logits = self._stack_logits(stage, net_logits, batch)
+            extra = {"net_logits": net_logits.detach().float()}
+        else:
+            logits, extra = self._logits(stage, batch), {}
+        loss = self.loss_fn(logits, batch["labels"])
+        self._keep(stage, batch, logits, loss, **extra)
+        return logits, loss
+
+    def _adversarial_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The training batch's logits and its clean plus adversarial loss (`adversarial`):
+        the perturbation is the clean loss's gradient with respect to each text's embedded
+        words, scaled to `adversarial` times their norm (padding neither perturbed nor
+        counted), after the embedding's dropout as in Miyato et al."""
+        net, labels = self.net, batch["labels"]
+        ids = net.drop_words(batch["ids"])
+        embedded = net.embed(ids)
+        if not embedded.requires_grad:  # a frozen embedding: the gradient is still wanted
+            embedded.requires_grad_()
+        logits = self._stack_logits("train", net.classify(embedded, ids), batch)
         loss = self.loss_fn(logits, labels)
-        n = len(labels)
+        (gradient,) = torch.autograd.grad(loss, embedded, retain_graph=True)
+        words = (ids != PAD_ID).unsqueeze(-1)
+        gradient = gradient * words
+        size = (embedded.detach() * words).flatten(1).norm(dim=1)
+        scale = self.hparams.adversarial * size / gradient.flatten(1).norm(dim=1).clamp(min=1e-12)
+        perturbed = embedded + scale.view(-1, 1, 1) * gradient  # a constant: no second order
+        adversarial_loss = self.loss_fn(
+            self._stack_logits("train", net.classify(perturbed, ids), batch), labels)
+        self._keep("train", batch, logits, loss)
+        return logits, loss + adversarial_loss
+
+    def _stack_logits(self, stage: str, logits: torch.Tensor,
+                     batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The stack's logits for the network's, or the network's where nothing is stacked."""
+        return self.stack.logits(stage, logits, batch) if self.stack is not None else logits
+
+    def _keep(self, stage: str, batch: dict[str, torch.Tensor], logits: torch.Tensor,
+              loss: torch.Tensor, **extra: torch.Tensor) -> None:
+        """The step's outputs (and `extra` columns), for the epoch's metrics."""
+        n = len(batch["labels"])
         features = {k: v for k, v in batch.items() if k != "ids"}
         self.outputs[stage].add(logits=logits.detach().float(), loss=loss.detach().expand(n),
-                                **features)
-        return logits, loss
+                                **features, **extra)
 
     def _epoch_values(self, stage: str, outputs: dict[str, torch.Tensor]) -> dict[str, Any]:
         metrics, loss = self.metrics[f"{stage}_"], self.losses[f"{stage}_"]
@@ -128,7 +175,10 @@ class TextClassifier(L.LightningModule):
         return values
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits, loss = self._step("train", batch)
+        if self.hparams.adversarial:
+            logits, loss = self._adversarial_step(batch)
+        else:
+            logits, loss = self._step("train", batch)
         # global_step counts finished steps: this step is number global_step + 1; each
         # self.log call costs ~0.4 ms, so only the steps the logger writes log.
         if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
@@ -166,7 +216,12 @@ class TextClassifier(L.LightningModule):
         self._step("test", batch)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self._epoch_values("test", self.outputs["test"].take()))
+        outputs = self.outputs["test"].take()
+        values = self._epoch_values("test", outputs)
+        if "net_logits" in outputs:  # beside the stack's: what the stacking adds
+            predicted = predicted_classes(self.probabilities(outputs["net_logits"]))
+            values["test/net_acc"] = (predicted == outputs["labels"].long()).float().mean()
+        self.log_dict(values)
 
     def predict_step(self, batch: dict[str, torch.Tensor] | torch.Tensor,
                      batch_idx: int = 0) -> torch.Tensor:

@@ -70,9 +70,15 @@ def test_the_lightning_module_loads_release_0_1_0(compose_train):
     # The same figure as the predictor's, which predicts as release 0.1.0 did.
     texts = datamodule.split_texts()["test"]
     labels = datamodule.splits["test"].labels
-    predicted = Predictor.from_checkpoint(OLD, device="cpu").predict_proba(texts) >= 0.5
+    predictor = Predictor.from_checkpoint(OLD, device="cpu")
+    predicted = predictor.predict_proba(texts) >= 0.5
     assert tested["test/acc"] == pytest.approx((predicted == labels).float().mean().item(),
                                                abs=1e-6)
+    # Beside the stack's, the network's own accuracy: its logits alone.
+    with torch.no_grad():
+        alone = predictor.network(predictor.encoder.encode(list(texts))) >= 0
+    assert tested["test/net_acc"] == pytest.approx(
+        (alone.long() == labels.long()).float().mean().item(), abs=1e-6)
 
 
 def test_a_newer_format_is_refused_with_one_message(tmp_path, trained):

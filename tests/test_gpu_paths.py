@@ -35,13 +35,18 @@ def test_the_recurrence_runs_in_float32_outside_autocast(monkeypatch, fused):
     network = RNN(vocab_size=50, embedding_dim=8, hidden_size=8, fused_gru=fused).build(2)
     seen = {}
     recurrence = network._recurrence
+    rnn_forward = network.rnn.forward_ids if fused else network.rnn.forward
 
-    def spy(ids):
+    def spy_rnn(*args, **kwargs):
         seen["autocast"] = torch.is_autocast_enabled("cpu")
-        outputs, state = recurrence(ids)
+        return rnn_forward(*args, **kwargs)
+
+    def spy(ids, embedded=None):
+        outputs, state = recurrence(ids, embedded)
         seen["dtype"] = outputs.dtype
         return outputs, state
 
+    monkeypatch.setattr(network.rnn, "forward_ids" if fused else "forward", spy_rnn)
     monkeypatch.setattr(network, "_recurrence", spy)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = network(torch.randint(0, 50, (4, 12)))

@@ -125,14 +125,43 @@ class RNNClassifier(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids `[batch, time]` -> logits: `[batch]` for two classes, else
         `[batch, classes]`."""
+        ids = self.drop_words(ids)
+        return self._head(ids, *self._recurrence(ids))
+
+    def drop_words(self, ids: torch.Tensor) -> torch.Tensor:
+        """In training, `word_dropout` of the words replaced by the unknown word."""
         if self.word_dropout and self.training:
             dropped = torch.rand(ids.shape, device=ids.device) < self.word_dropout
             ids = ids.masked_fill(dropped & (ids != PAD_ID), UNK_ID)
+        return ids
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The embedded words `[batch, time, embedding_dim]`, after spatial dropout: what
+        adversarial training (`model.adversarial`) perturbs."""
+        embedded = self.embedding(ids)
+        if self.embedding_dropout.p and self.training:
+            embedded = self.embedding_dropout(embedded.transpose(1, 2)).transpose(1, 2)
+        return embedded
+
+    def classify(self, embedded: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Logits from embedded words (`embed`, perturbed or not); `ids` mark the padding."""
+        return self._head(ids, *self._recurrence(ids, embedded))
+
+    def _recurrence(self, ids: torch.Tensor, embedded: torch.Tensor | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor | tuple]:
         # The recurrence in float32 whatever the precision: CUDA autocast runs cuDNN's RNN in
         # float16 even under bf16-mixed (which has no gradient scaler), and the fused CPU
         # kernel takes float32 and float64 only.
         with torch.autocast(ids.device.type, enabled=False):
-            outputs, state = self._recurrence(ids)
+            if embedded is not None:
+                return self.rnn(embedded)
+            if isinstance(self.rnn, FusedGRU) and not (self.embedding_dropout.p and self.training):
+                # The first projection per distinct word, not per token (fused_gru.py).
+                return self.rnn.forward_ids(ids, self.embedding.weight)
+            return self.rnn(self.embed(ids))
+
+    def _head(self, ids: torch.Tensor, outputs: torch.Tensor,
+              state: torch.Tensor | tuple) -> torch.Tensor:
         if self.pooling == "last":
             hidden = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
             # Final state of the last layer, one per direction: [directions, batch, hidden].
@@ -141,16 +170,6 @@ class RNNClassifier(nn.Module):
             features = masked_pool(outputs, (ids != PAD_ID).unsqueeze(-1), self.pooling)
         logits = self.head(self.dropout(features))
         return logits.squeeze(-1) if self.num_classes == 2 else logits
-
-
-    def _recurrence(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | tuple]:
-        if isinstance(self.rnn, FusedGRU) and not (self.embedding_dropout.p and self.training):
-            # The first projection per distinct word, not per token (fused_gru.py).
-            return self.rnn.forward_ids(ids, self.embedding.weight)
-        embedded = self.embedding(ids)
-        if self.embedding_dropout.p and self.training:
-            embedded = self.embedding_dropout(embedded.transpose(1, 2)).transpose(1, 2)
-        return self.rnn(embedded)
 
 
 def masked_pool(outputs: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
