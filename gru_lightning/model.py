@@ -133,8 +133,7 @@ class TextClassifier(L.LightningModule):
         the perturbation is the clean loss's gradient with respect to each text's embedded
         words, scaled to `adversarial` times their norm (padding neither perturbed nor
         counted), after the embedding's dropout as in Miyato et al."""
-        net, labels = self.net, batch["labels"]
-        ids = net.drop_words(batch["ids"])
+        net, labels, ids = self.net, batch["labels"], batch["ids"]
         embedded = net.embed(ids)
         if not embedded.requires_grad:  # a frozen embedding: the gradient is still wanted
             embedded.requires_grad_()

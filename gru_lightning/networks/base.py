@@ -16,6 +16,11 @@ The module's logits are `[batch]` for two classes (one logit: the second class's
 `[batch, classes]`. A config `conf/model/net/my_network.yaml` with `_target_` naming the
 settings class selects it (`model/net=my_network`). The settings travel in every checkpoint
 (`to_dict`), so a checkpoint alone rebuilds the network.
+
+Adversarial training (`model.adversarial`) needs two more methods, the seam it perturbs at:
+`embed(ids) -> [batch, time, dim]` (the embedded words, after any dropout) and
+`classify(embedded, ids) -> logits` (`ids` mark the padding); `forward(ids)` is then
+`classify(embed(ids), ids)` in effect.
 """
 
 from __future__ import annotations

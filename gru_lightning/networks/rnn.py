@@ -125,7 +125,6 @@ class RNNClassifier(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids `[batch, time]` -> logits: `[batch]` for two classes, else
         `[batch, classes]`."""
-        ids = self.drop_words(ids)
         return self._head(ids, *self._recurrence(ids))
 
     def drop_words(self, ids: torch.Tensor) -> torch.Tensor:
@@ -136,9 +135,9 @@ class RNNClassifier(nn.Module):
         return ids
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """The embedded words `[batch, time, embedding_dim]`, after spatial dropout: what
-        adversarial training (`model.adversarial`) perturbs."""
-        embedded = self.embedding(ids)
+        """The embedded words `[batch, time, embedding_dim]`, after word and spatial dropout:
+        what adversarial training (`model.adversarial`) perturbs."""
+        embedded = self.embedding(self.drop_words(ids))
         if self.embedding_dropout.p and self.training:
             embedded = self.embedding_dropout(embedded.transpose(1, 2)).transpose(1, 2)
         return embedded
@@ -157,7 +156,7 @@ class RNNClassifier(nn.Module):
                 return self.rnn(embedded)
             if isinstance(self.rnn, FusedGRU) and not (self.embedding_dropout.p and self.training):
                 # The first projection per distinct word, not per token (fused_gru.py).
-                return self.rnn.forward_ids(ids, self.embedding.weight)
+                return self.rnn.forward_ids(self.drop_words(ids), self.embedding.weight)
             return self.rnn(self.embed(ids))
 
     def _head(self, ids: torch.Tensor, outputs: torch.Tensor,
