@@ -50,7 +50,7 @@ class TextClassifier(L.LightningModule):
         adversarial: 0 (off), or adversarial training's perturbation size (Miyato et al.
             2017): each training text's loss is also taken with its embedded words moved
             along the loss's gradient by this share of their norm, and the two losses
-            added (~2.5x the step's cost). The network needs `embed` and `classify`.
+            added (~2.3x the step's time on a CPU). The network needs `embed` and `classify`.
     """
 
     def __init__(self, net: NetworkSettings, num_classes: int = 2,
@@ -129,7 +129,8 @@ class TextClassifier(L.LightningModule):
         return logits, loss
 
     def _adversarial_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The training batch's logits and its clean plus adversarial loss (`adversarial`):
+        """The training batch's logits, its clean loss (what the curves show), and the clean
+        plus adversarial loss that trains (`adversarial`):
         the perturbation is the clean loss's gradient with respect to each text's embedded
         words, scaled to `adversarial` times their norm (padding neither perturbed nor
         counted), after the embedding's dropout as in Miyato et al."""
@@ -139,6 +140,7 @@ class TextClassifier(L.LightningModule):
             embedded.requires_grad_()
         logits = self._stack_logits("train", net.classify(embedded, ids), batch)
         loss = self.loss_fn(logits, labels)
+        # Unscaled: under 16-mixed a gradient that underflows to zero perturbs nothing.
         (gradient,) = torch.autograd.grad(loss, embedded, retain_graph=True)
         words = (ids != PAD_ID).unsqueeze(-1)
         gradient = gradient * words
@@ -148,7 +150,7 @@ class TextClassifier(L.LightningModule):
         adversarial_loss = self.loss_fn(
             self._stack_logits("train", net.classify(perturbed, ids), batch), labels)
         self._keep("train", batch, logits, loss)
-        return logits, loss + adversarial_loss
+        return logits, loss, loss + adversarial_loss
 
     def _stack_logits(self, stage: str, logits: torch.Tensor,
                      batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -175,9 +177,10 @@ class TextClassifier(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.hparams.adversarial:
-            logits, loss = self._adversarial_step(batch)
+            logits, loss, objective = self._adversarial_step(batch)
         else:
             logits, loss = self._step("train", batch)
+            objective = loss
         # global_step counts finished steps: this step is number global_step + 1; each
         # self.log call costs ~0.4 ms, so only the steps the logger writes log.
         if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
@@ -185,7 +188,7 @@ class TextClassifier(L.LightningModule):
             batch_acc = (predicted == batch["labels"]).float().mean()
             self.log_dict({"train/loss_step": loss, f"train/{MONITOR}_step": batch_acc},
                           on_step=True, on_epoch=False, prog_bar=True)
-        return loss
+        return objective
 
     def on_train_epoch_end(self) -> None:
         values = self._epoch_values("train", self.outputs["train"].take())
@@ -217,10 +220,19 @@ class TextClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         outputs = self.outputs["test"].take()
         values = self._epoch_values("test", outputs)
-        if "net_logits" in outputs:  # beside the stack's: what the stacking adds
-            predicted = predicted_classes(self.probabilities(outputs["net_logits"]))
-            values["test/net_acc"] = (predicted == outputs["labels"].long()).float().mean()
+        if self.stack is not None:  # beside the stack's: what the stacking adds
+            values["test/net_acc"] = self._net_accuracy(outputs)
         self.log_dict(values)
+
+    def _net_accuracy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The network's own accuracy over every process's test texts (DDP: summed counts)."""
+        counts = torch.zeros(2, device=self.device)
+        if outputs and len(outputs["labels"]):
+            predicted = predicted_classes(self.probabilities(outputs["net_logits"]))
+            counts[0] = (predicted == outputs["labels"].long()).sum()
+            counts[1] = len(predicted)
+        counts = self.all_gather(counts).reshape(-1, 2).sum(0)
+        return counts[0] / counts[1].clamp(min=1)
 
     def predict_step(self, batch: dict[str, torch.Tensor] | torch.Tensor,
                      batch_idx: int = 0) -> torch.Tensor:

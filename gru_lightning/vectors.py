@@ -71,7 +71,11 @@ class WordVectors:
             raise ValueError(f"vectors.algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         for name, value in (("path", path), ("unlabeled_file", unlabeled_file)):
             if value is not None and not Path(value).expanduser().is_file():
-                raise FileNotFoundError(f"vectors.{name}={value!r} does not exist")
+                hint = ""
+                if Path(value).parts[:1] == ("None",):  # interpolated from a null setting
+                    hint = (" (it is made from a setting that is null, as data.local_path in "
+                            f"experiment=gru_nbsvm_vectors: set that, or vectors.{name})")
+                raise FileNotFoundError(f"vectors.{name}={value!r} does not exist{hint}")
         self.dim = dim
         self.path = Path(path).expanduser() if path else None
         self.unlabeled_file = Path(unlabeled_file).expanduser() if unlabeled_file else None

@@ -97,8 +97,10 @@ def _topics_csv(tmp_path: Path) -> Path:
                                               .glob("*.yaml")))
 def test_every_experiment_runs_a_batch(tmp_path, experiment):
     # Enough training reviews for the experiments' own 1,000 validation texts.
+    # A local copy as the Hub's: with its unlabeled reviews (experiment=gru_nbsvm_vectors).
     imdb = write_parquet_copy(tmp_path / "imdb", {"train": synthetic_reviews(1200, seed=0),
-                                                  "test": synthetic_reviews(100, seed=1)})
+                                                  "test": synthetic_reviews(100, seed=1),
+                                                  "unsupervised": synthetic_reviews(300, seed=3)})
     data = ([f"data.train_file={_topics_csv(tmp_path)}"] if experiment == "ag_news"
             else [f"data.local_path={imdb}"])
     cfg = compose_config([f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",

@@ -56,3 +56,10 @@ def test_without_the_unlabeled_file_the_experiment_says_which_setting_is_missing
     with pytest.raises(InstantiationException, match=r"vectors\.unlabeled_file='.*"
                                                 r"unsupervised\.parquet' does not exist"):
         train(cfg)
+
+
+def test_from_the_hub_the_experiment_says_to_name_the_unlabeled_reviews(compose_train):
+    cfg = compose_train("experiment=gru_nbsvm_vectors", "data.local_path=null", *SMALL)
+    with pytest.raises(InstantiationException, match=r"made from a setting that is null, as "
+                                                     r"data\.local_path"):
+        train(cfg)
