@@ -82,6 +82,7 @@ class TextClassifier(L.LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_": metric_collection(num_classes, f"{s}/")
                                       for s in STAGES})
         self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+        self.test_net_acc = MeanMetric()  # a stack's network alone, synced as the losses are
         self.val_best = nn.ModuleDict({name: MaxMetric() for name in BEST})
         # Each stage keeps its steps' outputs in one growing tensor per column and feeds them
         # to torchmetrics once per epoch, which computes and syncs them across DDP processes:
@@ -118,12 +119,10 @@ class TextClassifier(L.LightningModule):
     def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """The batch's logits (`_logits`) and loss, kept for the epoch's metrics; in testing a
         stack's network's own logits too (`test/net_acc`)."""
-        if stage == "test" and self.stack is not None:
-            net_logits = self.net(batch["ids"])
-            logits = self._stack_logits(stage, net_logits, batch)
-            extra = {"net_logits": net_logits.detach().float()}
-        else:
-            logits, extra = self._logits(stage, batch), {}
+        net_logits = self.net(batch["ids"])
+        logits = self._stack_logits(stage, net_logits, batch)
+        extra = ({"net_logits": net_logits.detach().float()}
+                 if stage == "test" and self.stack is not None else {})
         loss = self.loss_fn(logits, batch["labels"])
         self._keep(stage, batch, logits, loss, **extra)
         return logits, loss
@@ -225,14 +224,13 @@ class TextClassifier(L.LightningModule):
         self.log_dict(values)
 
     def _net_accuracy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The network's own accuracy over every process's test texts (DDP: summed counts)."""
-        counts = torch.zeros(2, device=self.device)
+        """The network's own accuracy over every process's test texts."""
         if outputs and len(outputs["labels"]):
             predicted = predicted_classes(self.probabilities(outputs["net_logits"]))
-            counts[0] = (predicted == outputs["labels"].long()).sum()
-            counts[1] = len(predicted)
-        counts = self.all_gather(counts).reshape(-1, 2).sum(0)
-        return counts[0] / counts[1].clamp(min=1)
+            self.test_net_acc.update((predicted == outputs["labels"].long()).float())
+        accuracy = self.test_net_acc.compute()
+        self.test_net_acc.reset()
+        return accuracy
 
     def predict_step(self, batch: dict[str, torch.Tensor] | torch.Tensor,
                      batch_idx: int = 0) -> torch.Tensor:
