@@ -6,7 +6,8 @@
 Each task (stance: each of its five targets, pooled for the metric, as the benchmark scores
 it) runs `python train.py data=lines data.dir=<task> <overrides>` in a process of its own
 from an empty cache, timed end to end; its best checkpoint is then scored on the `val` split
-(to choose settings by) and, with --split test or both, on `test` (to report, once). The
+(to choose settings by; with ngram.validation_folds, the stack's cross-fitted scores, as
+training scores val) and, with --split test or both, on `test` (to report, once). The
 official metrics (the benchmark's README): macro F1; irony: F1 of the ironic class; stance:
 the mean of the F1 of `against` and `favor`. Writes `<out>/results.json` and prints a table.
 
@@ -78,7 +79,16 @@ def predictions(checkpoint: Path, folder: Path, split: str) -> tuple[torch.Tenso
                          train_labels=str(folder / f"{split}_labels.txt"),
                          mapping=str(_mapping(folder)), test_size=None)
     classifier = Predictor.from_checkpoint(checkpoint, "cpu")
-    _, truth, predicted, _ = scored(classifier, source)
+    texts, truth, predicted, _ = scored(classifier, source)
+    stack = classifier.stack
+    if split == "val" and stack is not None and stack.validation_folds:
+        # The stack's weights were fitted on these tweets: score each, as training did, by
+        # weights fitted on the other folds (ngram.validation_folds), not in sample.
+        with torch.inference_mode():
+            net_logits = classifier.network(classifier.encoder.encode(texts))
+        logits = stack.cross_fitted_logits(net_logits, stack.model.features(texts),
+                                           truth.float() if classifier.binary else truth)
+        predicted = (logits > 0).long() if classifier.binary else logits.argmax(1)
     return predicted, truth, classifier.class_names
 
 

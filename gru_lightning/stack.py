@@ -47,18 +47,32 @@ class NGramStack:
             each without one k-th of the texts, so no text is scored by a model that saw it.
         stacking_l2: the L2 penalty of the stacking weights, against the mean log-loss of the
             validation texts: a few hundred validation texts want more than IMDB's 1,000.
+        validation_folds: 0: the validation texts are scored by the weights fitted on them
+            (in sample); k >= 2: each by weights fitted on the other k - 1 folds of them, so
+            the validation metrics that pick the epoch and the checkpoint are out of sample
+            (a few dozen validation texts overfit the stack's 4 + 2 * classes numbers); the
+            weights kept for testing and prediction are fitted on all of them either way.
     """
 
-    def __init__(self, model: NGramModel, folds: int = 0, stacking_l2: float = 1e-3) -> None:
+    def __init__(self, model: NGramModel, folds: int = 0, stacking_l2: float = 1e-3,
+                 validation_folds: int = 0) -> None:
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 0 or folds == 1:
             raise ValueError(f"ngram.folds must be 0 (stack only) or an integer >= 2, got "
                              f"{folds!r}")
         if not stacking_l2 >= 0:
             raise ValueError(f"ngram.stacking_l2 must be >= 0, got {stacking_l2!r}")
+        if (isinstance(validation_folds, bool) or not isinstance(validation_folds, int)
+                or validation_folds < 0 or validation_folds == 1):
+            raise ValueError(f"ngram.validation_folds must be 0 (in sample) or an integer >= 2, "
+                             f"got {validation_folds!r}")
         self.model = model
         self.folds = folds
         self.stacking_l2 = stacking_l2
+        self.validation_folds = validation_folds
         self.weights: dict[str, float] | None = None  # fitted at the end of validation
+        # The loss's class weights the last fit used: the cross-fit of a checkpoint's
+        # validation scores (bench/tweeteval.py) repeats that fit exactly.
+        self.class_weight: list[float] | None = None
         # The weights as a tensor on the device that scores, made once per fit: not a new
         # device tensor (a copy and a sync) for every batch.
         self._vector: torch.Tensor | None = None
@@ -162,10 +176,37 @@ class NGramStack:
         else:
             labels = labels.long()
             predicted = net.argmax(1)
+        self.class_weight = None if class_weight is None else class_weight.tolist()
         self.weights = fit_stacking(net, features, labels, self.stacking_l2, class_weight)
         self._vector = None
         net_acc = (predicted == labels).float().mean()
-        return self._stacked(net, features), labels, {"val/net_acc": net_acc}
+        stacked = (self.cross_fitted_logits(net, features, labels).to(net.device)
+                   if self.validation_folds else self._stacked(net, features))
+        return stacked, labels, {"val/net_acc": net_acc}
+
+    def cross_fitted_logits(self, net_logits: torch.Tensor, features: torch.Tensor,
+                            labels: torch.Tensor) -> torch.Tensor:
+        """The stack's logits of held-out texts, each from weights fitted (with this stack's
+        L2 and class weights) on the other `validation_folds` - 1 folds: out-of-sample scores
+        of the texts the weights are fitted on. Folds are drawn with a fixed seed (every DDP
+        process draws the same); fewer texts than folds: one text per fold."""
+        folds = min(self.validation_folds, len(labels))
+        if folds < 2:
+            raise ValueError(f"cross-fitting the stack needs validation_folds >= 2 and as many "
+                             f"texts, got {self.validation_folds!r} folds and {len(labels)} "
+                             f"texts")
+        net_logits, features = net_logits.detach().cpu(), features.detach().cpu()
+        labels = labels.detach().cpu()
+        class_weight = (None if self.class_weight is None
+                        else torch.tensor(self.class_weight, dtype=torch.float64))
+        fold_of = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0)) % folds
+        stacked = torch.empty(net_logits.shape)
+        for fold in range(folds):
+            held = fold_of == fold
+            weights = fit_stacking(net_logits[~held], features[~held], labels[~held],
+                                   self.stacking_l2, class_weight)
+            stacked[held] = stack(weights, net_logits[held], features[held])
+        return stacked
 
     def text_logits(self, logits: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """The stack's logits for new texts, from the network's."""
@@ -182,17 +223,22 @@ class NGramStack:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything the stack needs to predict: plain types and one tensor."""
-        return {"folds": self.folds, "ngram": self.model.to_dict(), "stacking": self.weights}
+        return {"folds": self.folds, "ngram": self.model.to_dict(), "stacking": self.weights,
+                "stacking_l2": self.stacking_l2, "validation_folds": self.validation_folds,
+                "class_weight": self.class_weight}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.model = NGramModel.from_dict(state["ngram"])
         self.weights = dict(state["stacking"]) if state["stacking"] is not None else None
+        self.class_weight = state.get("class_weight")
         self._vector = None
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> NGramStack:
-        # A default model in its place until load_state reads the fitted one (once).
-        stacked = cls(NGramModel(), state.get("folds", 0))
+        # A default model in its place until load_state reads the fitted one (once); releases
+        # before 0.4.0 kept neither the L2 nor validation_folds.
+        stacked = cls(NGramModel(), state.get("folds", 0), state.get("stacking_l2", 1e-3),
+                      state.get("validation_folds", 0))
         stacked.load_state(state)
         return stacked
 

@@ -330,3 +330,58 @@ def test_ngram_stage_stacks_on_more_than_two_classes(tmp_path):
     assert probs.shape == (2, 3)
     assert [p.label for p in classifier.predict(texts)] == ["space", "sport"]
     torch.testing.assert_close(probs.sum(1), torch.ones(2))
+
+
+def test_cross_fitted_validation_scores_do_not_see_their_own_label():
+    # A text's cross-fitted score comes from weights fitted without it: flipping its label
+    # leaves its score as it was, where the in-sample stack's moves.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (60,), generator=generator).float()
+    net = (labels * 2 - 1) + 2 * torch.randn(60, generator=generator)
+    features = _features((labels * 2 - 1) + 2 * torch.randn(60, generator=generator),
+                         torch.randint(5, 60, (60,), generator=generator))
+    stacked = NGramStack(NGramModel(), validation_folds=5)
+    flipped = labels.clone()
+    flipped[7] = 1 - flipped[7]
+    cross_fitted = stacked.cross_fitted_logits(net, features, labels)
+    assert cross_fitted[7] == stacked.cross_fitted_logits(net, features, flipped)[7]
+    in_sample = stack(fit_stacking(net, features, labels), net, features)
+    assert in_sample[7] != stack(fit_stacking(net, features, flipped), net, features)[7]
+    # More classes: the same for a class id changed.
+    classes = torch.randint(0, 3, (60,), generator=generator)
+    net3 = torch.nn.functional.one_hot(classes, 3) + torch.randn(60, 3, generator=generator)
+    features3 = torch.cat([torch.randn(60, 3, generator=generator), features[:, -1:]], 1)
+    moved = classes.clone()
+    moved[7] = (moved[7] + 1) % 3
+    torch.testing.assert_close(stacked.cross_fitted_logits(net3, features3, classes)[7],
+                               stacked.cross_fitted_logits(net3, features3, moved)[7])
+    with pytest.raises(ValueError, match=re.escape("ngram.validation_folds must be 0")):
+        NGramStack(NGramModel(), validation_folds=1)
+    with pytest.raises(ValueError, match="needs validation_folds >= 2 and as many texts"):
+        stacked.cross_fitted_logits(net[:1], features[:1], labels[:1])
+
+
+def test_cross_fitted_validation_metrics_through_hydra(compose_train):
+    from hydra.utils import instantiate
+
+    cfg = compose_train("ngram=nbsvm", "ngram.model.buckets_log2=14",
+                        "ngram.validation_folds=3", "trainer.max_epochs=1")
+    metrics = train(cfg)
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    classifier = Predictor.from_checkpoint(checkpoint)
+    assert classifier.stack.validation_folds == 3
+    # The logged val/loss is the cross-fitted stack's: recomputed from the checkpoint (as
+    # bench/tweeteval.py scores val), it is the same, and not the in-sample stack's.
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    texts = datamodule.split_texts()["val"]
+    labels = datamodule.splits["val"].labels
+    features = classifier.stack.model.features(texts)
+    with torch.no_grad():
+        net_logits = classifier.network(classifier.encoder.encode(texts))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits
+    cross_fitted = classifier.stack.cross_fitted_logits(net_logits, features, labels)
+    assert loss(cross_fitted, labels).item() == pytest.approx(metrics["val/loss"], rel=1e-4)
+    in_sample = loss(classifier.stack.text_logits(net_logits, texts), labels).item()
+    assert in_sample != pytest.approx(metrics["val/loss"], rel=1e-2)
