@@ -3,10 +3,11 @@
     python bench/tweeteval.py --data ../shared/data/tweeteval --out outputs/tweeteval \
         [--tasks emotion hate ...] [--split val|test|both] -- experiment=own_data [overrides]
 
-Each task (stance: each of its five targets, pooled for the metric, as the benchmark scores
-it) runs `python train.py data=lines data.dir=<task> <overrides>` in a process of its own
-from an empty cache, timed end to end; its best checkpoint is then scored on the `val` split
-(to choose settings by; with ngram.validation_folds, the stack's cross-fitted scores, as
+Each task (stance: one model for its five targets, each tweet followed by a word naming its
+target; `--stance per-target`: one model per target, the five pooled for the metric) runs
+`python train.py data=lines data.dir=<task> <overrides>` in a process of its own from an
+empty cache, timed end to end; its best checkpoint is then scored on the `val` split (to
+choose settings by; with ngram.validation_folds, by the stack's cross-fitted scores, as
 training scores val) and, with --split test or both, on `test` (to report, once). The
 official metrics (the benchmark's README): macro F1; irony: F1 of the ironic class; stance:
 the mean of the F1 of `against` and `favor`. Writes `<out>/results.json` and prints a table.
@@ -165,8 +166,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--split", choices=("val", "test", "both"), default="val")
     parser.add_argument("--unlabeled", type=Path, help="write the unlabeled tweets there, exit")
-    parser.add_argument("--pooled-stance", action="store_true",
-                        help="one stance model for the five targets (pool_stance)")
+    parser.add_argument("--stance", choices=("pooled", "per-target"), default="pooled",
+                        help="one stance model for the five targets (pool_stance; chosen on "
+                        "val, docs/experiments.md) or one per target")
     parser.add_argument("overrides", nargs="*", help="train.py overrides, after --")
     args = parser.parse_args()
     if args.unlabeled:
@@ -177,7 +179,7 @@ def main() -> None:
     rows = []
     for task in args.tasks:
         row = run_task(task, args.data.resolve(), args.out.resolve(), args.overrides, splits,
-                       args.pooled_stance)
+                       args.stance == "pooled")
         rows.append(row)
         shown = ", ".join(f"{s} {100 * row[s]:.1f}" for s in splits)
         print(f"{task}: {shown} ({row['seconds']:.0f} s end to end)", flush=True)
