@@ -50,8 +50,9 @@ class NGramStack:
         validation_folds: 0: the validation texts are scored by the weights fitted on them
             (in sample); k >= 2: each by weights fitted on the other k - 1 folds of them, so
             the validation metrics that pick the epoch and the checkpoint are out of sample
-            (a few dozen validation texts overfit the stack's 4 + 2 * classes numbers); the
-            weights kept for testing and prediction are fitted on all of them either way.
+            (a few hundred validation texts overfit the stack's 6, or 4 + 2 * classes,
+            numbers); the weights kept for testing and prediction are fitted on all of them
+            either way.
     """
 
     def __init__(self, model: NGramModel, folds: int = 0, stacking_l2: float = 1e-3,
@@ -162,7 +163,8 @@ class NGramStack:
                           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Fit the stacking weights on the epoch's validation outputs of every process (DDP:
         `gather`, so all fit the same weights), each class weighted by `class_weight` (the
-        classifier's loss weights) if given; returns the stack's logits, the labels (float
+        classifier's loss weights) if given; returns the stack's logits (cross-fitted with
+        `validation_folds` and two texts or more: `cross_fitted_logits`), the labels (float
         for two classes, class ids for more) and the network's own accuracy."""
         logits = outputs["logits"].reshape(len(outputs["labels"]), -1)
         width = logits.shape[1]
@@ -181,15 +183,18 @@ class NGramStack:
         self._vector = None
         net_acc = (predicted == labels).float().mean()
         stacked = (self.cross_fitted_logits(net, features, labels).to(net.device)
-                   if self.validation_folds else self._stacked(net, features))
+                   if self.validation_folds and len(labels) > 1
+                   else self._stacked(net, features))
         return stacked, labels, {"val/net_acc": net_acc}
 
     def cross_fitted_logits(self, net_logits: torch.Tensor, features: torch.Tensor,
                             labels: torch.Tensor) -> torch.Tensor:
         """The stack's logits of held-out texts, each from weights fitted (with this stack's
         L2 and class weights) on the other `validation_folds` - 1 folds: out-of-sample scores
-        of the texts the weights are fitted on. Folds are drawn with a fixed seed (every DDP
-        process draws the same); fewer texts than folds: one text per fold."""
+        of the texts the weights are fitted on. Folds are drawn by position with a fixed seed
+        (every DDP process draws the same; under DDP the gathered rows are in rank order and
+        the sampler's padding repeats a few, so a single-process recomputation draws other
+        folds); fewer texts than folds: one text per fold."""
         folds = min(self.validation_folds, len(labels))
         if folds < 2:
             raise ValueError(f"cross-fitting the stack needs validation_folds >= 2 and as many "
@@ -235,8 +240,8 @@ class NGramStack:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> NGramStack:
-        # A default model in its place until load_state reads the fitted one (once); releases
-        # before 0.4.0 kept neither the L2 nor validation_folds.
+        # A default model in its place until load_state reads the fitted one (once);
+        # checkpoints from before validation_folds keep neither it nor the L2.
         stacked = cls(NGramModel(), state.get("folds", 0), state.get("stacking_l2", 1e-3),
                       state.get("validation_folds", 0))
         stacked.load_state(state)

@@ -185,7 +185,7 @@ def test_stacked_run_through_hydra_then_predict(compose_train, capsys):
     assert len(cached) == 1
 
     checkpoint = run / "checkpoints" / "last.ckpt"
-    classifier = Predictor.from_checkpoint(checkpoint)
+    classifier = Predictor.from_checkpoint(checkpoint, "cpu")
     assert classifier.stack is not None and set(classifier.stack.weights) >= {
         "net", "ngram", "net_by_length", "ngram_by_length", "length", "bias"}
     reviews = ["great superb wonderful film", "awful boring terrible film"]
@@ -359,6 +359,10 @@ def test_cross_fitted_validation_scores_do_not_see_their_own_label():
         NGramStack(NGramModel(), validation_folds=1)
     with pytest.raises(ValueError, match="needs validation_folds >= 2 and as many texts"):
         stacked.cross_fitted_logits(net[:1], features[:1], labels[:1])
+    # A validation split of one text is scored in sample: nothing to cross-fit on.
+    logits, _, _ = stacked.fit_on_validation(
+        {"logits": net[:1], "ngram": features[:1], "labels": labels[:1]}, lambda rows: rows)
+    torch.testing.assert_close(logits, stack(stacked.weights, net[:1], features[:1]))
 
 
 def test_cross_fitted_validation_metrics_through_hydra(compose_train):
@@ -368,7 +372,7 @@ def test_cross_fitted_validation_metrics_through_hydra(compose_train):
                         "ngram.validation_folds=3", "trainer.max_epochs=1")
     metrics = train(cfg)
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    classifier = Predictor.from_checkpoint(checkpoint)
+    classifier = Predictor.from_checkpoint(checkpoint, "cpu")
     assert classifier.stack.validation_folds == 3
     # The logged val/loss is the cross-fitted stack's: recomputed from the checkpoint (as
     # bench/tweeteval.py scores val), it is the same, and not the in-sample stack's.
