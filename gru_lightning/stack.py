@@ -57,15 +57,10 @@ class NGramStack:
 
     def __init__(self, model: NGramModel, folds: int = 0, stacking_l2: float = 1e-3,
                  validation_folds: int = 0) -> None:
-        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 0 or folds == 1:
-            raise ValueError(f"ngram.folds must be 0 (stack only) or an integer >= 2, got "
-                             f"{folds!r}")
+        _check_folds("folds", folds, "stack only")
         if not stacking_l2 >= 0:
             raise ValueError(f"ngram.stacking_l2 must be >= 0, got {stacking_l2!r}")
-        if (isinstance(validation_folds, bool) or not isinstance(validation_folds, int)
-                or validation_folds < 0 or validation_folds == 1):
-            raise ValueError(f"ngram.validation_folds must be 0 (in sample) or an integer >= 2, "
-                             f"got {validation_folds!r}")
+        _check_folds("validation_folds", validation_folds, "in sample")
         self.model = model
         self.folds = folds
         self.stacking_l2 = stacking_l2
@@ -246,6 +241,12 @@ class NGramStack:
                       state.get("validation_folds", 0))
         stacked.load_state(state)
         return stacked
+
+
+def _check_folds(setting: str, value: Any, zero_means: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1:
+        raise ValueError(f"ngram.{setting} must be 0 ({zero_means}) or an integer >= 2, got "
+                         f"{value!r}")
 
 
 def _stacking_design(net_logits: torch.Tensor, features: torch.Tensor,
