@@ -4,7 +4,9 @@
         [--tasks emotion hate ...] [--split val|test|both] -- experiment=own_data [overrides]
 
 Each task (stance: one model for its five targets, each tweet followed by a word naming its
-target; `--stance per-target`: one model per target, the five pooled for the metric) runs
+target, which the n-gram model joins to every n-gram: `ngram.model.group_by_last_word=true`,
+so the overrides need `ngram=nbsvm`, as experiment=own_data has; `--stance per-target`: one
+model per target, the five pooled for the metric) runs
 `python train.py data=lines data.dir=<task> <overrides>` in a process of its own from an
 empty cache, timed end to end; its best checkpoint is then scored on the `val` split (to
 choose settings by; with ngram.validation_folds, by the stack's cross-fitted scores, as
@@ -121,6 +123,8 @@ def run_task(task: str, data: Path, out: Path, overrides: list[str],
              splits: list[str], pooled_stance: bool = False) -> dict:
     if task == "stance" and pooled_stance:
         folders = [pool_stance(data, out / "stance-pooled-data")]
+        # Each target's own n-gram weights beside the shared ones; after --, false undoes it.
+        overrides = ["ngram.model.group_by_last_word=true", *overrides]
     elif task == "stance":
         folders = [data / "stance" / t for t in STANCE_TARGETS]
     else:

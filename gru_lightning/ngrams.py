@@ -6,7 +6,8 @@ closed form plus L-BFGS in a minute on a CPU. `stack.NGramStack` fits it before 
 trains and stacks the two logits (`ngram=nbsvm`).
 
     texts -> words (a `TextEncoder` over the whole training vocabulary, no padding cap)
-          -> the set of distinct 1..max_n-grams of each text, hashed into 2**buckets_log2 ids
+          -> the set of distinct 1..max_n-grams of each text (and, with `char_ngrams`, of
+             its lowercased characters' n-grams), hashed into 2**buckets_log2 ids
           -> logit = bias + sum over the text's n-grams of weight[n-gram]
 
 The weights are those of an L2-regularised logistic regression on binary n-gram features
@@ -35,6 +36,9 @@ from gru_lightning.preprocessing import PAD_ID, TextEncoder, punctuation_marks
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the features of the same text change
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64: Fibonacci hashing
+_CHAR_BASE = 1_000_003  # a character n-gram's key: its code points as digits of this base
+_GROUP_SALT = 0x2545F4914F6CDD1D  # a group's word id times this marks its joined n-grams
+_CHAR_SALT = 0x5BD1E995  # added to character keys, which then rarely equal a word n-gram's
 _CHUNK = 1000  # texts featurized at once: bounds the [chunk, max_words] id tensor
 _FIT_CHUNK = 8192  # texts per chunk of the fit's stored n-grams (~45 MB for IMDB reviews)
 PUNCTUATION = '!?.,;:"()-*/'  # read as words: +0.2 test accuracy on IMDB over "!?" alone
@@ -58,11 +62,17 @@ class NGramModel:
             of a text); the rest go to a temporary file (`TMPDIR`), read once per L-BFGS
             evaluation (0: all of them). The same weights either way: what bounds the fit's
             memory on a million texts.
+        char_ngrams: `[min, max]`: also the text's character min..max-grams (lowercased,
+            whitespace runs as one space, a space at each end: word starts and ends count),
+            in the same hashed buckets; None: words only. Short, noisy texts (tweets:
+            misspellings, hashtags, elongations) share more characters than words.
     """
 
     def __init__(self, max_n: int = 3, buckets_log2: int = 22, l2: float = 1.0,
                  max_iter: int = 100, max_vocab: int = 500_000, max_words: int = 3000,
-                 punctuation: bool | str = PUNCTUATION, memory_mb: int = 1024) -> None:
+                 punctuation: bool | str = PUNCTUATION, memory_mb: int = 1024,
+                 char_ngrams: Sequence[int] | None = None, group_by_last_word: bool = False
+                 ) -> None:
         for name, value in (("max_n", max_n), ("buckets_log2", buckets_log2),
                             ("max_iter", max_iter), ("max_vocab", max_vocab),
                             ("max_words", max_words)):
@@ -79,6 +89,11 @@ class NGramModel:
         if not l2 > 0:
             raise ValueError(f"ngram.model.l2 must be positive, got {l2!r}")
         punctuation_marks(punctuation)  # rejects what is not a set of marks
+        self.char_ngrams = _char_range(char_ngrams)
+        if not isinstance(group_by_last_word, bool):
+            raise ValueError(f"ngram.model.group_by_last_word must be true or false, got "
+                             f"{group_by_last_word!r}")
+        self.group_by_last_word = group_by_last_word
         self.max_n = max_n
         self.buckets_log2 = buckets_log2
         self.l2 = l2
@@ -100,7 +115,9 @@ class NGramModel:
         """The constructor's arguments: what the cache key and the checkpoint record."""
         return {"max_n": self.max_n, "buckets_log2": self.buckets_log2, "l2": self.l2,
                 "max_iter": self.max_iter, "max_vocab": self.max_vocab,
-                "max_words": self.max_words, "punctuation": self.punctuation}
+                "max_words": self.max_words, "punctuation": self.punctuation,
+                "char_ngrams": None if self.char_ngrams is None else list(self.char_ngrams),
+                "group_by_last_word": self.group_by_last_word}
 
     # ---- features -------------------------------------------------------------------------
 
@@ -141,6 +158,18 @@ class NGramModel:
             valid = valid[:, :-1] & present[:, n - 1 :]
             bucket_keys.append(keys[valid])
             rows.append(valid.nonzero()[:, 0])
+        if self.char_ngrams is not None:
+            char_keys, char_rows = self._char_keys(texts)
+            bucket_keys.append(char_keys)
+            rows.append(char_rows)
+        if self.group_by_last_word:
+            # Each n-gram also joined to the text's group: the group's own weight beside the
+            # shared one.
+            lengths = present.sum(dim=1)
+            group = words[torch.arange(len(words)), (lengths - 1).clamp(min=0)]
+            keys, text_of = torch.cat(bucket_keys), torch.cat(rows)
+            bucket_keys.append(keys ^ (group[text_of] * _GROUP_SALT))
+            rows.append(text_of)
         shift = 64 - self.buckets_log2
         mask = (1 << self.buckets_log2) - 1
         buckets = ((torch.cat(bucket_keys) * _GOLDEN) >> shift) & mask
@@ -149,6 +178,27 @@ class NGramModel:
         text_of = pairs >> self.buckets_log2
         offsets = torch.searchsorted(text_of, torch.arange(len(texts)))
         return pairs & mask, offsets, present.sum(dim=1)
+
+    def _char_keys(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys of each text's character n-grams (`char_ngrams`), and the text of each."""
+        low, high = self.char_ngrams
+        normal = [" " + " ".join(text.lower().split()[: self.max_words]) + " " for text in texts]
+        lengths = torch.tensor([len(text) for text in normal])
+        # One UTF-32 code unit per character: len() counts the same code points.
+        flat = np.frombuffer("".join(normal).encode("utf-32-le"), dtype=np.uint32)
+        codes = torch.zeros(len(texts), int(lengths.max()) if len(texts) else 0, dtype=torch.long)
+        inside = torch.arange(codes.shape[1])[None] < lengths[:, None]
+        codes[inside] = torch.from_numpy(flat.astype(np.int64))
+        keys, valid = codes, inside
+        found, rows = [], []
+        for n in range(1, high + 1):
+            if n > 1:  # wraps around 2**64 for long n-grams: a hash, not a packing
+                keys = keys[:, :-1] * _CHAR_BASE + codes[:, n - 1 :]
+                valid = valid[:, :-1] & inside[:, n - 1 :]
+            if n >= low:
+                found.append(keys[valid] + _CHAR_SALT * n)
+                rows.append(valid.nonzero()[:, 0])
+        return torch.cat(found), torch.cat(rows)
 
     # ---- fitting --------------------------------------------------------------------------
 
@@ -347,6 +397,19 @@ def _class_labels(texts: Sequence[str], labels: torch.Tensor, num_classes: int) 
         raise ValueError(f"the n-gram model needs labels 0 .. {num_classes - 1}, each present "
                          f"in the training texts")
     return labels
+
+
+def _char_range(value: Sequence[int] | None) -> tuple[int, int] | None:
+    """`char_ngrams` as (min, max), or None; anything else is refused."""
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [
+        value]
+    if (len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+            or not 1 <= values[0] <= values[1] <= 8):
+        raise ValueError(f"ngram.model.char_ngrams must be null or [min, max] with "
+                         f"1 <= min <= max <= 8, got {value!r}")
+    return values[0], values[1]
 
 
 def _bag_sizes(ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

@@ -139,6 +139,57 @@ def test_punctuation_marks_are_words_of_their_own():
         NGramModel(punctuation="ab")
 
 
+def test_character_ngrams_are_features_of_their_own():
+    texts, labels = ["great", "awful"] * 10, [1, 0] * 10
+    model = _fitted(texts, labels, buckets_log2=20, max_n=1, char_ngrams=[2, 3])
+    ids, offsets = model.bags(["great", "ab"])
+    # "ab" is an unknown word (one id) and " ab " has " a", "ab", "b " and " ab", "ab ".
+    assert torch.diff(offsets, append=torch.tensor([len(ids)])).tolist()[1] == 1 + 3 + 2
+    # Unseen words that share characters with seen ones are scored by them; words alone
+    # give both the unknown word's score.
+    assert model.logits(["greatt"]).item() > 0 > model.logits(["awfull"]).item()
+    words_only = _fitted(texts, labels, buckets_log2=20, max_n=1)
+    assert words_only.logits(["greatt"]).item() == words_only.logits(["awfull"]).item()
+    # Case and runs of whitespace do not change a text's characters.
+    assert torch.equal(model.bags(["Great  news"])[0], model.bags(["great news"])[0])
+    again = NGramModel.from_dict(model.to_dict())
+    assert again.settings()["char_ngrams"] == [2, 3]
+    assert torch.equal(again.logits(["greatt", "ab"]), model.logits(["greatt", "ab"]))
+
+
+def test_group_by_last_word_gives_each_group_its_own_weights():
+    # "good" means 1 in group ga and 0 in group gb: words alone cannot fit it (an XOR).
+    texts = ["good ga", "bad ga", "good gb", "bad gb"] * 10
+    labels = [1, 0, 0, 1] * 10
+    grouped = _fitted(texts, labels, buckets_log2=20, max_n=1, group_by_last_word=True)
+    plain = _fitted(texts, labels, buckets_log2=20, max_n=1)
+    unique = texts[:4]
+    assert ((grouped.logits(unique) > 0).long() == torch.tensor(labels[:4])).all()
+    assert plain.logits(unique).abs().max() < 0.1
+    # good, ga, and both joined to the group ga.
+    ids, _ = grouped.bags(["good ga"])
+    assert len(ids) == 4
+    state = grouped.to_dict()
+    assert NGramModel.from_dict(state).settings()["group_by_last_word"] is True
+    # A model saved before these settings existed reads as words only, ungrouped.
+    old = {**state, "settings": {k: v for k, v in state["settings"].items()
+                                 if k not in ("char_ngrams", "group_by_last_word")}}
+    assert NGramModel.from_dict(old).settings()["group_by_last_word"] is False
+    assert NGramModel.from_dict(old).char_ngrams is None
+
+
+@pytest.mark.parametrize("value", [[3, 2], [0, 2], [2], "ab", [True, 2], [2, 9], 5])
+def test_bad_character_ngram_settings_are_clear_errors(value):
+    with pytest.raises(ValueError, match=re.escape("ngram.model.char_ngrams must be null or "
+                                                   "[min, max] with 1 <= min <= max <= 8")):
+        NGramModel(char_ngrams=value)
+
+
+def test_group_by_last_word_must_be_a_boolean():
+    with pytest.raises(ValueError, match=r"group_by_last_word must be true or false"):
+        NGramModel(group_by_last_word=1)
+
+
 def _features(logits: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
     return torch.stack([logits, torch.log1p(words.float())], dim=1)
 
@@ -389,3 +440,19 @@ def test_cross_fitted_validation_metrics_through_hydra(compose_train):
     assert loss(cross_fitted, labels).item() == pytest.approx(metrics["val/loss"], rel=1e-4)
     in_sample = loss(classifier.stack.text_logits(net_logits, texts), labels).item()
     assert in_sample != pytest.approx(metrics["val/loss"], rel=1e-2)
+
+
+def test_character_ngrams_and_groups_through_hydra_then_predict(compose_train):
+    cfg = compose_train("ngram=nbsvm", "ngram.model.buckets_log2=14",
+                        "ngram.model.char_ngrams=[2,3]", "ngram.model.group_by_last_word=true",
+                        "trainer.max_epochs=1")
+    metrics = train(cfg)
+    assert metrics["ngram/val_acc"] >= 0.9
+    classifier = Predictor.from_checkpoint(
+        Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", "cpu")
+    model = classifier.stack.model
+    assert (model.char_ngrams, model.group_by_last_word) == ((2, 3), True)
+    texts = ["a wonderful, moving film", "dull and far too long"]
+    torch.testing.assert_close(model.logits(texts),
+                               NGramModel.from_dict(model.to_dict()).logits(texts))
+    assert len(classifier.predict(texts)) == 2
