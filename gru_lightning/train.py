@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
+import os
 import sys
 import types
 from collections.abc import Sequence
@@ -49,11 +51,22 @@ from gru_lightning.runtime.run_record import (
 sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 log = logging.getLogger(__name__)
-# conf/ sits beside the package (editable install or a checkout), as in lightning-hydra-template.
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _config_dir() -> Path:
+    """The Hydra configs: a checkout's (or an editable install's) top-level conf/, else the
+    copy an installed wheel holds as the package gru_lightning.conf (pyproject.toml)."""
+    checkout = Path(__file__).resolve().parent.parent / "conf"
+    if (checkout / "train.yaml").is_file():
+        return checkout
+    return Path(str(importlib.resources.files("gru_lightning.conf")))
+
+
+CONFIG_DIR = _config_dir()
 
 # Errors caused by what the user typed or pointed at, or a run that diverged: shown as one
-# message, no traceback.
+# message, no traceback; HYDRA_FULL_ERROR=1 (Hydra's own switch) shows the traceback, for an
+# error that is a bug rather than a bad input.
 USER_ERRORS = (DatasetUnavailableError, DataError, CheckpointError, DivergedError,
                InstantiationException, MisconfigurationException, FileNotFoundError, ValueError)
 
@@ -150,9 +163,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()
                     if k.startswith("val/")})
+    # The checkpoint that monitors a metric; last.ckpt's callback monitors nothing.
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        # Its best value by its mode, for any monitor (e.g. val/loss_best): what a sweep's
+        # optimized_metric (${monitor}_best) reads; val/acc_best and val/macro_f1_best are logged.
+        metrics.setdefault(f"{checkpoint.monitor}_best", checkpoint.best_model_score.item())
     if cfg.test:
-        # The checkpoint that monitors a metric; last.ckpt's callback monitors nothing.
-        checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if cfg.test_weights == "best" and not best:
             log.warning("No best checkpoint was saved; testing the weights as trained")
@@ -215,8 +232,8 @@ def main(cfg: DictConfig) -> float | None:
             # Optuna the trial twice).
             log.exception("Job failed: %s", user_message(error))
             return None
-        if isinstance(error, USER_ERRORS):
-            log.error("%s", user_message(error))
+        if isinstance(error, USER_ERRORS) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            log.error("%s  (HYDRA_FULL_ERROR=1 shows where it was raised)", user_message(error))
             sys.exit(1)
         raise
     return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None

@@ -3,7 +3,8 @@ each local format), the real Hydra config composed around them, one small traine
 every test that needs "a model that learned", the real data switch and the kernels.
 
 `REQUIRE_DATA=1` (set by .ci/run) turns a missing real data set into a failure instead of a
-skip; `require_kernel` skips, with the reason, where a compiled kernel cannot be built.
+skip; `require_kernel` skips, with the reason, where a compiled kernel cannot be built, and
+`REQUIRE_KERNELS=1` (also set by .ci/run) makes that a failure.
 """
 
 from __future__ import annotations
@@ -169,13 +170,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory, parquet_copy: Path) -> Tra
 
 
 def require_kernel(load: Callable[[], Any]) -> Any:
-    """The compiled kernel `load` returns, or a skip with the reason it cannot be built."""
+    """The compiled kernel `load` returns, or a skip with the reason it cannot be built (a
+    failure under REQUIRE_KERNELS=1)."""
     from gru_lightning.runtime.kernels import KernelUnavailable
 
     try:
         kernel = load()
+        reason = None if kernel is not None else "no C++ compiler or ninja"
     except KernelUnavailable as error:
-        pytest.skip(f"the kernel cannot be built here: {error}")
-    if kernel is None:
-        pytest.skip("the kernel cannot be built here (no C++ compiler or ninja)")
+        kernel, reason = None, str(error)
+    if reason is not None:
+        if os.environ.get("REQUIRE_KERNELS") == "1":
+            pytest.fail(f"the kernel cannot be built here ({reason}), and REQUIRE_KERNELS=1 "
+                        "says it must")
+        pytest.skip(f"the kernel cannot be built here: {reason} (REQUIRE_KERNELS=1 makes "
+                    "this a failure)")
     return kernel

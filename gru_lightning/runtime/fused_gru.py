@@ -35,8 +35,8 @@ def available_extension() -> ModuleType | None:
     except KernelUnavailable as error:
         log.warning(
             "The fused GRU kernel is unavailable (%s); training goes on with PyTorch's own "
-            "GRU, the same model about 2x slower on the CPU. Install a C++ compiler (g++) to "
-            "get it back, or set model.net.fused_gru=false to silence this.", error)
+            "GRU, the same model about 2x slower on the CPU. Set model.net.fused_gru=false to "
+            "silence this.", error)
         return None
 
 

@@ -24,14 +24,20 @@ class KernelUnavailable(RuntimeError):
 def _build(name: str, source: str, cflags: list[str], ldflags: list[str]) -> ModuleType:
     from torch.utils import cpp_extension
 
+    if not (CSRC / source).is_file():
+        raise KernelUnavailable(
+            f"its source {CSRC / source} is missing: this gru-lightning installation is "
+            "incomplete; reinstall it (pip install --force-reinstall gru-lightning)")
     try:
-        return cpp_extension.load(name=name, sources=[str(CSRC / source)],
-                                  extra_cflags=cflags, extra_ldflags=ldflags)
+        module = cpp_extension.load(name=name, sources=[str(CSRC / source)],
+                                    extra_cflags=cflags, extra_ldflags=ldflags)
     except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
         lines = str(error).strip().splitlines()
         raise KernelUnavailable(
             f"could not build {source}: {lines[-1] if lines else type(error).__name__}. It "
             "needs a C++ compiler (g++) and ninja (`pip install ninja`).") from error
+    log.info("Compiled kernel %s loaded (%s)", source, module.__file__)
+    return module
 
 
 @cache

@@ -1,0 +1,334 @@
+"""`TextDataModule`: a source's raw splits as padded id tensors, checked, cached and batched.
+
+    read (the source) -> check columns, labels, texts (checks.py) -> hold out test and
+    validation texts (seeded) -> each split's texts to disk -> fit the vocabulary on the
+    training texts -> encode and pad (preprocessing.py) into memory-mapped ids (store.py)
+    -> batches gathered from them (batches.py)
+
+A chunk of texts at a time: a million reviews prepare in the memory of a few thousand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import tokenizers
+import torch
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+
+from gru_lightning.data import adaptive, cache, store
+from gru_lightning.data.base import DataError, TextSource
+from gru_lightning.data.batches import SliceBatchSampler, TensorBatchDataset, batch_as_is
+from gru_lightning.data.checks import check_columns, check_size, kept_rows, text_chunks
+from gru_lightning.preprocessing import (
+    FORMAT_VERSION,
+    Side,
+    TextEncoder,
+    check_side,
+    in_batches,
+)
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 3  # bump when the cached content changes (3: a folder, store.py)
+
+
+def count(size: int | float, total: int) -> int:
+    """A hold-out size (a count, or a share of `total`) as a count."""
+    return round(size * total) if isinstance(size, float) else size
+
+
+class TextDataModule(L.LightningDataModule):
+    """Labeled texts from `source` as padded id tensors.
+
+    Args:
+        source: where the texts come from (a `TextSource`; conf/data/ builds one per file).
+        max_features: vocabulary size, padding and unknown ids included; "auto": the words
+            seen twice or more in the training texts (data/adaptive.py).
+        maxlen: tokens per text after padding/truncation; "auto": the 95th percentile of the
+            training texts' word counts.
+        padding, truncating: "pre" (Keras' default: keep the last `maxlen` tokens, pad in
+            front) or "post".
+        punctuation: also keep "!" and "?" as words (the notebook's word index drops them).
+        val_size: training texts held out for validation (an int), or a fraction in
+            (0, 1); 0 validates on the test split, as the Keras notebook did. Not used where
+            the source has a validation split of its own. "auto": a tenth, at most 5,000.
+        split_seed: seed of the hold-outs (validation, and test where the source has no test
+            split), fixed apart from the run's seed so that runs with different seeds share
+            them (and one cache entry).
+        batch_size: training batch size; eval_batch_size: for validation and test.
+        cache_dir: where tokenized splits are cached, keyed by everything that changes them.
+        tensors_on_device: on an accelerator, move the splits to it once in `setup`, so each
+            batch is gathered on the device with no host-to-device copy (IMDB at maxlen 100
+            is ~20 MB). No effect on the CPU.
+    """
+
+    def __init__(
+        self,
+        source: TextSource,
+        max_features: int | str = 10000,
+        maxlen: int | str = 100,
+        padding: Side = "pre",
+        truncating: Side = "pre",
+        punctuation: bool = False,
+        val_size: int | float | str = 1000,
+        split_seed: int = 42,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        cache_dir: str = ".cache",
+        tensors_on_device: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("maxlen", maxlen), ("batch_size", batch_size),
+                            ("eval_batch_size", eval_batch_size)):
+            if name == "maxlen" and adaptive.is_auto(value):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
+        if not adaptive.is_auto(max_features) and (
+                isinstance(max_features, bool) or not isinstance(max_features, int)
+                or max_features < 3):
+            raise ValueError(f"data.max_features must be an integer >= 3 or auto, got "
+                             f"{max_features!r}")
+        check_side("data.padding", padding)
+        check_side("data.truncating", truncating)
+        if not adaptive.is_auto(val_size):
+            check_size("data.val_size", val_size, zero_ok=True)
+        self.source = source
+        self.max_features = max_features
+        self.maxlen = maxlen
+        self.padding = padding
+        self.truncating = truncating
+        self.punctuation = punctuation
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.tensors_on_device = tensors_on_device
+        self.text_encoder: TextEncoder | None = None
+        self.class_names: list[str] = []
+        self.class_values: list[str] | None = None  # the raw training label of each class
+        self.splits: dict[str, TensorBatchDataset] = {}
+        self.cache_hit: bool | None = None  # set by prepare_data: was tokenization skipped?
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the data; known after `setup`."""
+        if not self.class_names:
+            raise RuntimeError("num_classes is known after setup()")
+        return len(self.class_names)
+
+    def class_counts(self) -> torch.Tensor:
+        """Training texts per class, in the order of `class_names`; known after `setup`."""
+        labels = self.splits["train"].labels.long().cpu()
+        return torch.bincount(labels, minlength=self.num_classes)
+
+    @property
+    def has_validation_split(self) -> bool:
+        """Whether validation texts are held out of training (else validation is the test)."""
+        return "val" in self.splits and self.splits["val"] is not self.splits["test"]
+
+    # ---- the cache entry ------------------------------------------------------------------
+
+    def cache_path(self) -> Path:
+        """The tokenized data's folder (store.py), named by everything that changes its
+        content."""
+        source = self.source
+        key = {
+            "source": source.signature(),
+            "text_columns": list(source.text_columns),
+            "label_column": source.label_column,
+            "label_names": list(source.label_names) if source.label_names else None,
+            "test_size": source.test_size,
+            "max_features": self.max_features,
+            "maxlen": self.maxlen,
+            "padding": self.padding,
+            "truncating": self.truncating,
+            "punctuation": self.punctuation,
+            "val_size": self.val_size,
+            "split_seed": self.split_seed,
+            "format": FORMAT_VERSION,
+            "cache": CACHE_VERSION,
+            "tokenizers": tokenizers.__version__,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return self.cache_dir / f"{source.cache_name}-{digest}"
+
+    def _split_rows(self, raw: dict[str, Any]) -> tuple[dict[str, tuple[str, torch.Tensor]],
+                                                         dict[str, torch.Tensor], list[str],
+                                                         list[str] | None]:
+        """Checks, then the hold-outs: each split as (the raw split it comes from, its rows
+        there, in order), each split's label ids, the class names and raw class values.
+        Only the label column is read whole; the texts are checked a chunk at a time."""
+        source, setting = self.source, self.source.setting()
+        for split, data in raw.items():
+            check_columns(data, source.text_columns, source.label_column, split, setting)
+        raw_labels = {split: list(data[source.label_column][:]) for split, data in raw.items()}
+        feature = raw["train"].features.get(source.label_column)
+        names = getattr(feature, "names", None)  # a datasets.ClassLabel's
+        ids, class_names = source.check_labels(raw_labels, names)
+        kept = {split: torch.tensor(kept_rows(split, (t for chunk in text_chunks(
+                    data, source.text_columns) for t in chunk), setting), dtype=torch.long)
+                for split, data in raw.items()}
+        # The raw training label of each class (where the data names no classes itself), so
+        # a labelled file scored later maps its labels as training did (evaluate.py).
+        class_values = (None if names is not None else
+                        [str(v) for v in sorted({raw_labels["train"][i]
+                                                 for i in kept["train"].tolist()})])
+        label_ids = {split: torch.tensor(ids[split], dtype=torch.long) for split in raw}
+        rows = {split: (split, kept[split]) for split in raw}
+
+        train_rows = kept["train"]
+        generator = torch.Generator().manual_seed(self.split_seed)
+        if "test" not in raw:
+            # No test split of its own: hold out a seeded share of the training texts.
+            n_test = count(source.test_size or 0, len(train_rows))
+            if not 0 < n_test < len(train_rows):
+                raise DataError(f"{setting} has no test split: set data.test_size to the share "
+                                "(e.g. 0.2) or number of texts to hold out for testing")
+            order = torch.randperm(len(train_rows), generator=generator)
+            rows["test"] = ("train", train_rows[order[:n_test]])
+            train_rows = train_rows[order[n_test:].sort().values]
+        n_train = len(train_rows)
+        if "val" in raw:  # the source's own validation split: nothing held out for it
+            log.info("Validating on the val split of %s (%d texts); data.val_size is not "
+                     "used", setting, len(kept["val"]))
+            rows["train"] = ("train", train_rows)
+        else:
+            n_val = (adaptive.validation_size(n_train) if adaptive.is_auto(self.val_size)
+                     else count(self.val_size, n_train))
+            if n_val >= n_train:
+                raise ValueError(f"data.val_size={self.val_size} leaves no training texts "
+                                 f"(the train split has {n_train})")
+            # A split may be sorted by label (IMDB's is): hold out a seeded random subset.
+            order = torch.randperm(n_train, generator=generator)
+            rows["train"] = ("train", train_rows[order[n_val:]])
+            if n_val:
+                rows["val"] = ("train", train_rows[order[:n_val]])
+        labels = {split: label_ids[origin][split_rows] for split, (origin, split_rows)
+                  in rows.items()}
+        return rows, labels, class_names, class_values
+
+    def _build(self, folder: Path) -> dict[str, Any]:
+        """Read, check, hold out, fit the vocabulary and encode, into the cache entry's
+        `folder` (store.py) a chunk at a time; returns what its entry.pt holds."""
+        start = time.perf_counter()
+        source = self.source
+        raw = source.read()
+        rows, labels, class_names, class_values = self._split_rows(raw)
+        texts = {}
+        for split, (origin, split_rows) in rows.items():
+            writer = store.TextWriter(store.texts_file(folder, split))
+            try:
+                for chunk in text_chunks(raw[origin], source.text_columns, split_rows):
+                    writer.extend(chunk)
+            finally:
+                writer.close()
+            texts[split] = store.TextColumn(store.texts_file(folder, split))
+        del raw  # the source's tables: what follows reads the split texts just written
+        # The vocabulary sees only the texts the model trains on.
+        encoder = adaptive.fit_encoder(texts["train"], self.max_features, self.maxlen,
+                                       self.padding, self.truncating, self.punctuation)
+        for split, column in texts.items():
+            # int32 ids halve memory at long maxlen; nn.Embedding takes them as they are.
+            store.write_ids(store.ids_file(folder, split),
+                            (encoder.encode(chunk) for chunk in in_batches(column, store.CHUNK)),
+                            len(column), encoder.maxlen)
+        # Two classes: one logit and BCE, float targets; more: class ids for cross-entropy.
+        label_dtype = torch.float32 if len(class_names) == 2 else torch.int64
+        log.info("Tokenized %s (%s train, %s val, %s test texts, %d classes: %s) in %.1f s",
+                 source.setting(), len(texts["train"]), len(texts.get("val", ())),
+                 len(texts["test"]), len(class_names), ", ".join(class_names),
+                 time.perf_counter() - start)
+        return {"labels": {split: values.to(label_dtype) for split, values in labels.items()},
+                "text_encoder": encoder.to_dict(), "class_names": class_names,
+                "class_values": class_values}
+
+    def _write(self, path: Path) -> None:
+        store.build_entry(path, self._build)
+        log.info("Cached the tokenized data to %s", path)
+
+    def prepare_data(self) -> None:
+        if self.splits:  # set up in this process already (train.py reads the classes early)
+            return
+        path = self.cache_path()
+        # Parallel sweep jobs wait for the one that tokenizes, then all read its cache.
+        with cache.lock(path):
+            self.cache_hit = path.exists()
+            if self.cache_hit:
+                log.info("Tokenized data found in cache %s: skipping tokenization", path)
+                return
+            self._write(path)
+
+    def _entry(self) -> dict[str, Any]:
+        """The cache entry (store.read_entry); one that is damaged is derived data: it is
+        built again, with a warning."""
+        path = self.cache_path()
+        with cache.lock(path):
+            try:
+                return store.read_entry(path)
+            except FileNotFoundError as error:
+                if not path.exists():  # setup without prepare_data, e.g. called by hand
+                    self._write(path)
+                    return store.read_entry(path)
+                reason = f"{Path(error.filename).name if error.filename else error} is missing"
+            except Exception as error:
+                first = str(error).splitlines()[0] if str(error) else ""
+                reason = f"{type(error).__name__}: {first}"
+            log.warning("The cached tokenized data %s is unreadable (%s); it is derived data, "
+                        "so it is built again", path, reason)
+            self._write(path)
+            return store.read_entry(path)
+
+    def split_texts(self) -> dict[str, Sequence[str]]:
+        """The texts of each split, in the order of `splits` (what the tensors encode), for
+        stages that read raw text: each a `store.TextColumn`, read from disk as it is used."""
+        texts = self._entry()["texts"]
+        texts.setdefault("val", texts["test"])
+        return texts
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self._load_splits()
+        # train.py sets the data up before the trainer exists (to size the model by the
+        # classes), so the move to the device happens on the call that has one.
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if self.tensors_on_device and device is not None and device.type != "cpu":
+            for split in {id(s): s for s in self.splits.values()}.values():
+                split.to(device)
+
+    def _load_splits(self) -> None:
+        entry = self._entry()
+        self.text_encoder = TextEncoder.from_dict(entry["text_encoder"])
+        self.class_names = list(entry["class_names"])
+        self.class_values = entry.get("class_values")
+        self.splits = {name: TensorBatchDataset(entry["ids"][name], labels,
+                                                store.ids_file(self.cache_path(), name))
+                       for name, labels in entry["labels"].items()}
+        # val_size=0: validate on the test split, as the Keras notebook did.
+        self.splits.setdefault("val", self.splits["test"])
+
+    # ---- batches --------------------------------------------------------------------------
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.splits[split]
+        sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        return DataLoader(dataset, batch_sampler=SliceBatchSampler(sampler, batch_size, False),
+                          collate_fn=batch_as_is)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

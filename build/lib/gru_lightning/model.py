@@ -1,0 +1,327 @@
+"""`TextClassifier`: a network (networks/) trained with Lightning: the loss, the metrics
+(metrics.py), the optimizer, and the preprocessing that travels with every checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MaxMetric, MeanMetric
+
+from gru_lightning import checkpoints
+from gru_lightning.metrics import BEST, MONITOR, EpochOutputs, metric_collection
+from gru_lightning.networks.base import NetworkSettings, predicted_classes, probabilities
+from gru_lightning.preprocessing import PAD_ID, TextEncoder
+
+if TYPE_CHECKING:
+    from gru_lightning.stack import NGramStack
+
+log = logging.getLogger(__name__)
+Schedule = Literal["constant", "cosine"]
+ClassWeights = Literal["balanced", "auto"] | None
+STAGES = ("train", "val", "test")
+IMBALANCE = 1.5  # class_weights=auto weighs the classes when the largest is 1.5x the smallest
+
+
+class TextClassifier(L.LightningModule):
+    """Text classes from token ids: the Keras notebook's model, generalised.
+
+    Two classes keep the notebook's model exactly: one logit, sigmoid, binary cross-entropy.
+    More classes get one logit per class and cross-entropy. The metrics of `metrics.METRICS`
+    follow the task.
+
+    Args:
+        net: the network's settings (conf/model/net/); the network is built here, once.
+        num_classes: classes of the task; train.py takes it from the data.
+        optimizer: a partial optimizer that takes the parameters (`_partial_: true` in
+            conf/model/); None for a classifier that only predicts.
+        lr_schedule: "constant" (the notebook), or "cosine": from the optimizer's lr down to 0
+            over the run's steps (`trainer.max_epochs`), updated every step.
+        stack: a model stacked on the network (stack.py, `ngram=nbsvm`), or None.
+        class_weights: None (every text weighs the same: the notebook), "balanced" (each
+            class weighs in the loss as much as any other: n / (classes * n_class) per text,
+            for a macro-averaged metric), or "auto": balanced when the largest class has
+            1.5x the texts of the smallest. From the training data's counts, in `setup`.
+        adversarial: 0 (off), or adversarial training's perturbation size (Miyato et al.
+            2017): each training text's loss is also taken with its embedded words moved
+            along the loss's gradient by this share of their norm, and the two losses
+            added (~2.3x the step's time on a CPU). The network needs `embed` and `classify`.
+    """
+
+    def __init__(self, net: NetworkSettings, num_classes: int = 2,
+                 optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 lr_schedule: Schedule = "constant", stack: NGramStack | None = None,
+                 class_weights: ClassWeights = None, adversarial: float = 0.0) -> None:
+        super().__init__()
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"model.lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        if class_weights not in (None, "balanced", "auto"):
+            raise ValueError(f"model.class_weights must be null, balanced or auto, got "
+                             f"{class_weights!r}")
+        if isinstance(adversarial, bool) or not isinstance(adversarial, int | float) or (
+                adversarial < 0):
+            raise ValueError(f"model.adversarial must be a number >= 0, got {adversarial!r}")
+        self.save_hyperparameters(ignore=["net", "optimizer", "stack"])
+        self.net_settings = net
+        self.net = net.build(num_classes)
+        if adversarial and not all(hasattr(self.net, m) for m in ("embed", "classify")):
+            raise ValueError(f"model.adversarial needs a network with embed() and classify() "
+                             f"methods; {type(self.net).__name__} has not both")
+        self.make_optimizer = optimizer
+        self.stack = stack
+        self.binary = num_classes == 2
+        # Per class; not in the state dict: a checkpoint loads whatever the weights were.
+        self.register_buffer("class_weight", None, persistent=False)
+        # Keyed "train_", ...: a ModuleDict key may not shadow nn.Module.train.
+        self.metrics = nn.ModuleDict({f"{s}_": metric_collection(num_classes, f"{s}/")
+                                      for s in STAGES})
+        self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+        self.test_net_acc = MeanMetric()  # a stack's network alone, synced as the losses are
+        self.val_best = nn.ModuleDict({name: MaxMetric() for name in BEST})
+        # Each stage keeps its steps' outputs in one growing tensor per column and feeds them
+        # to torchmetrics once per epoch, which computes and syncs them across DDP processes:
+        # updating the metrics every step cost ~0.5 ms a step on a 2-core CPU, and AUROC's
+        # per-step tensors, kept all epoch, fragmented glibc's heap.
+        self.outputs = {stage: EpochOutputs() for stage in STAGES}
+        self.text_encoder: TextEncoder | None = None
+        self.class_names: list[str] = (["neg", "pos"] if self.binary
+                                       else [str(i) for i in range(num_classes)])
+        self.class_values: list[str] | None = None  # the data's raw label of each class
+
+    @classmethod
+    def from_checkpoint(cls, path: str, map_location: str = "cpu") -> TextClassifier:
+        """The trained classifier a checkpoint holds, ready to predict or test."""
+        checkpoint = checkpoints.read(path)
+        model = cls(checkpoints.network_settings(checkpoint), checkpoint["num_classes"],
+                    stack=checkpoints.stack(checkpoint))
+        model.restore(checkpoint)
+        return model.to(map_location)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.net(ids)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Two classes: P(second class) `[batch]`; more: every class's `[batch, classes]`."""
+        return probabilities(logits)
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    def _logits(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The network's logits, or the stack's where one is stacked on the network."""
+        return self._stack_logits(stage, self.net(batch["ids"]), batch)
+
+    def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The batch's logits (`_logits`) and loss, kept for the epoch's metrics; in testing a
+        stack's network's own logits too (`test/net_acc`)."""
+        net_logits = self.net(batch["ids"])
+        logits = self._stack_logits(stage, net_logits, batch)
+        extra = ({"net_logits": net_logits.detach().float()}
+                 if stage == "test" and self.stack is not None else {})
+        loss = self.loss_fn(logits, batch["labels"])
+        self._keep(stage, batch, logits, loss, **extra)
+        return logits, loss
+
+    def _adversarial_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The training batch's logits, its clean loss (what the curves show), and the clean
+        plus adversarial loss that trains (`adversarial`):
+        the perturbation is the clean loss's gradient with respect to each text's embedded
+        words, scaled to `adversarial` times their norm (padding neither perturbed nor
+        counted), after the embedding's dropout as in Miyato et al."""
+        net, labels, ids = self.net, batch["labels"], batch["ids"]
+        embedded = net.embed(ids)
+        if not embedded.requires_grad:  # a frozen embedding: the gradient is still wanted
+            embedded.requires_grad_()
+        logits = self._stack_logits("train", net.classify(embedded, ids), batch)
+        loss = self.loss_fn(logits, labels)
+        # Unscaled: under 16-mixed a gradient that underflows to zero perturbs nothing.
+        (gradient,) = torch.autograd.grad(loss, embedded, retain_graph=True)
+        words = (ids != PAD_ID).unsqueeze(-1)
+        gradient = gradient * words
+        size = (embedded.detach() * words).flatten(1).norm(dim=1)
+        scale = self.hparams.adversarial * size / gradient.flatten(1).norm(dim=1).clamp(min=1e-12)
+        perturbed = embedded + scale.view(-1, 1, 1) * gradient  # a constant: no second order
+        adversarial_loss = self.loss_fn(
+            self._stack_logits("train", net.classify(perturbed, ids), batch), labels)
+        self._keep("train", batch, logits, loss)
+        return logits, loss, loss + adversarial_loss
+
+    def _stack_logits(self, stage: str, logits: torch.Tensor,
+                     batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The stack's logits for the network's, or the network's where nothing is stacked."""
+        return self.stack.logits(stage, logits, batch) if self.stack is not None else logits
+
+    def _keep(self, stage: str, batch: dict[str, torch.Tensor], logits: torch.Tensor,
+              loss: torch.Tensor, **extra: torch.Tensor) -> None:
+        """The step's outputs (and `extra` columns), for the epoch's metrics."""
+        n = len(batch["labels"])
+        features = {k: v for k, v in batch.items() if k != "ids"}
+        self.outputs[stage].add(logits=logits.detach().float(), loss=loss.detach().expand(n),
+                                **features, **extra)
+
+    def _epoch_values(self, stage: str, outputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        metrics, loss = self.metrics[f"{stage}_"], self.losses[f"{stage}_"]
+        if outputs and len(outputs["labels"]):
+            metrics.update(self.probabilities(outputs["logits"]), outputs["labels"].long())
+            loss.update(outputs["loss"])  # each text weighs its batch's mean loss once
+        values = {**metrics.compute(), f"{stage}/loss": loss.compute()}
+        metrics.reset()
+        loss.reset()
+        return values
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.hparams.adversarial:
+            logits, loss, objective = self._adversarial_step(batch)
+        else:
+            logits, loss = self._step("train", batch)
+            objective = loss
+        # global_step counts finished steps: this step is number global_step + 1; each
+        # self.log call costs ~0.4 ms, so only the steps the logger writes log.
+        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            predicted = predicted_classes(self.probabilities(logits.detach()))
+            batch_acc = (predicted == batch["labels"]).float().mean()
+            self.log_dict({"train/loss_step": loss, f"train/{MONITOR}_step": batch_acc},
+                          on_step=True, on_epoch=False, prog_bar=True)
+        return objective
+
+    def on_train_epoch_end(self) -> None:
+        values = self._epoch_values("train", self.outputs["train"].take())
+        values[f"train/{MONITOR}_epoch"] = values.pop(f"train/{MONITOR}")
+        values["train/loss_epoch"] = values.pop("train/loss")
+        self.log_dict(values, prog_bar=True)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        outputs, extra = self.outputs["val"].take(), {}
+        if self.stack is not None and outputs:
+            # The stack fits its weights on these outputs and scores them with the stack.
+            logits, labels, extra = self.stack.fit_on_validation(
+                outputs, self.all_gather, self.class_weight)
+            outputs = {"logits": logits, "labels": labels,
+                       "loss": self.loss_fn(logits, labels).expand(len(labels))}
+        values = {**self._epoch_values("val", outputs), **extra}
+        if not self.trainer.sanity_checking:
+            for name, best in self.val_best.items():
+                best(values[f"val/{name}"])
+                values[f"val/{name}_best"] = best.compute()
+        self.log_dict(values, prog_bar=True)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        outputs = self.outputs["test"].take()
+        values = self._epoch_values("test", outputs)
+        if self.stack is not None:  # beside the stack's: what the stacking adds
+            values["test/net_acc"] = self._net_accuracy(outputs)
+        self.log_dict(values)
+
+    def _net_accuracy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The network's own accuracy over every process's test texts."""
+        if outputs and len(outputs["labels"]):
+            predicted = predicted_classes(self.probabilities(outputs["net_logits"]))
+            self.test_net_acc.update((predicted == outputs["labels"].long()).float())
+        accuracy = self.test_net_acc.compute()
+        self.test_net_acc.reset()
+        return accuracy
+
+    def predict_step(self, batch: dict[str, torch.Tensor] | torch.Tensor,
+                     batch_idx: int = 0) -> torch.Tensor:
+        """Probabilities (`probabilities`) for a batch, or for a tensor of ids."""
+        batch = batch if isinstance(batch, dict) else {"ids": batch}
+        return self.probabilities(self._logits("predict", batch))
+
+    def configure_optimizers(self) -> Any:
+        if self.make_optimizer is None:
+            raise RuntimeError("this classifier was built without an optimizer: it predicts only")
+        optimizer = self.make_optimizer(params=self.parameters())
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        # Steps of the whole run (all epochs), so a resumed run continues the same curve.
+        steps = self.trainer.estimated_stepping_batches
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- what travels with the checkpoint -------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        encoder = getattr(datamodule, "text_encoder", None)
+        vocab_size = getattr(self.net_settings, "vocab_size", None)
+        if encoder is not None:
+            if vocab_size is not None and encoder.vocab_size > vocab_size:
+                raise ValueError(
+                    f"the data's vocabulary has {encoder.vocab_size} ids but "
+                    f"model.net.vocab_size={vocab_size}; keep model.net.vocab_size at "
+                    "${data.max_features}")
+            self.text_encoder = encoder
+        names = getattr(datamodule, "class_names", None)
+        if names:
+            if len(names) != self.hparams.num_classes:
+                raise ValueError(
+                    f"the data has {len(names)} classes ({', '.join(names)}) but the model "
+                    f"{self.hparams.num_classes}; resume with the data it was trained on")
+            self.class_names = list(names)
+            self.class_values = getattr(datamodule, "class_values", None)
+        if self.hparams.class_weights and hasattr(datamodule, "class_counts"):
+            self._weigh_classes(datamodule.class_counts())
+
+    def _weigh_classes(self, counts: torch.Tensor) -> None:
+        """The loss's class weights from the training texts per class (`class_weights`)."""
+        counts = counts.double().clamp(min=1)
+        ratio = (counts.max() / counts.min()).item()
+        if self.hparams.class_weights == "auto" and ratio < IMBALANCE:
+            log.info("model.class_weights=auto: the classes are balanced enough (largest / "
+                     "smallest = %.2f < %.1f): no weights", ratio, IMBALANCE)
+            return
+        weights = (counts.sum() / (len(counts) * counts)).float()
+        log.info("model.class_weights=%s: loss weights %s for %s (largest / smallest class = "
+                 "%.2f; model.class_weights=null overrides)", self.hparams.class_weights,
+                 ", ".join(f"{w:.2f}" for w in weights.tolist()), ", ".join(self.class_names),
+                 ratio)
+        self.class_weight = weights.to(self.device)
+
+    def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy on the one logit (two classes), else cross-entropy; weighted
+        by class where `class_weights` set weights (two classes: the second class's terms
+        by w1 / w0, the same balance)."""
+        weight = self.class_weight
+        if self.binary:
+            pos_weight = None if weight is None else weight[1] / weight[0]
+            return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+        return F.cross_entropy(logits, labels, weight=weight)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint.update(checkpoints.contents(
+            self.net_settings, self.hparams.num_classes, self.class_names, self.text_encoder,
+            self.stack, self.class_values))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoints.upgrade(checkpoint)
+        self.class_names = list(checkpoint["class_names"])
+        self.class_values = checkpoint.get("class_values")
+        if self.stack is not None and checkpoint.get("stack") is not None:
+            self.stack.load_state(checkpoint["stack"])
+        saved = checkpoint.get("text_encoder")
+        if saved is None:
+            return
+        if self.text_encoder is not None and self.text_encoder.to_dict() != saved:
+            raise ValueError(
+                "the checkpoint was trained with other preprocessing (vocabulary, maxlen or "
+                "padding) than this run's data; resume with the data settings it was trained with"
+            )
+        self.text_encoder = TextEncoder.from_dict(saved)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """The weights of `checkpoint` and what travels with them (class names, text encoder,
+        the stack's state), without the training state."""
+        self.on_load_checkpoint(checkpoint)
+        self.load_state_dict(checkpoint["state_dict"])
