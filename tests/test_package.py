@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tomllib
+from types import SimpleNamespace
 
 import pytest
 
@@ -34,12 +35,13 @@ def test_every_subpackage_and_config_file_is_in_the_wheel():
 def test_the_command_dispatches_to_each_modules_main(monkeypatch, capsys):
     assert PYPROJECT["project"]["scripts"] == {"gru-lightning": "gru_lightning.cli:main"}
     seen = []
-    for command, (module, _) in cli.COMMANDS.items():
-        if command == "train":
-            continue
-        monkeypatch.setattr(f"{module}.main", lambda argv, c=command: seen.append((c, argv)) or 0)
+    # Each module stands in for itself: serve's needs the serve extra.
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: SimpleNamespace(
+        main=lambda argv: seen.append((name, argv)) or 0))
+    for command in ("predict", "evaluate", "serve", "report"):
         assert cli.main([command, "CKPT", "--x"]) == 0
-    assert seen == [(c, ["CKPT", "--x"]) for c in cli.COMMANDS if c != "train"]
+    assert seen == [(f"gru_lightning.{c}", ["CKPT", "--x"])
+                    for c in ("predict", "evaluate", "serve", "report")]
     assert cli.main(["--help"]) == 0 and "commands:" in capsys.readouterr().out
     assert cli.main([]) == 2 and "usage: gru-lightning COMMAND" in capsys.readouterr().err
     assert cli.main(["fit"]) == 2
@@ -56,3 +58,13 @@ def test_training_runs_from_any_folder_with_outputs_under_it(tmp_path, parquet_c
     runs = list((tmp_path / "outputs").glob("*/*/metrics.json"))
     assert len(runs) == 1 and json.loads(runs[0].read_text())["status"] == "completed"
     assert list((tmp_path / ".cache").iterdir())  # the cache is the folder's own too
+
+
+def test_a_kernel_source_missing_from_an_installation_is_named(tmp_path, monkeypatch):
+    from gru_lightning.runtime import kernels
+
+    monkeypatch.setattr(kernels, "CSRC", tmp_path)  # as a wheel without its csrc/ would be
+    with pytest.raises(kernels.KernelUnavailable, match=r"its source .*gru_cpu.cpp is missing: "
+                                                        r"this gru-lightning installation is "
+                                                        r"incomplete"):
+        kernels._build("gru_lightning_missing", "gru_cpu.cpp", [], [])

@@ -259,8 +259,8 @@ class TextDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if self.splits:  # set up in this process already (train.py reads the classes early)
             return
+        path = self.cache_path()  # checks the source first: a wrong path writes nothing
         cache.check_writable(self.cache_dir)
-        path = self.cache_path()
         # Parallel sweep jobs wait for the one that tokenizes, then all read its cache.
         with cache.lock(path):
             self.cache_hit = path.exists()

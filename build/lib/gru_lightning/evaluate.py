@@ -80,9 +80,12 @@ def class_ids(labels: Sequence[Any], data_names: list[str] | None,
     them."""
     index = {name: i for i, name in enumerate(class_names)}
     by_value = {value: i for i, value in enumerate(class_values or ())}
-    ids, unknown = [], {}
+    ids, unknown, outside = [], {}, {}
     for value in labels:
         if data_names is not None and isinstance(value, int):
+            if not 0 <= value < len(data_names):  # Python would read -1 as the last class
+                outside[value] = outside.get(value, 0) + 1
+                continue
             value = data_names[value]  # the data's own class name (mapping file, ClassLabel)
         elif str(value) in by_value:  # the raw label training saw
             ids.append(by_value[str(value)])
@@ -94,11 +97,19 @@ def class_ids(labels: Sequence[Any], data_names: list[str] | None,
             ids.append(value)
         else:
             unknown[value] = unknown.get(value, 0) + 1
+    if outside:
+        hint = (" -1 marks a text without a label (as in the test split of many Hub data "
+                "sets): evaluate on labelled texts." if -1 in outside else "")
+        raise DataError(f"labels outside the data's {len(data_names)} classes (0 to "
+                        f"{len(data_names) - 1}): {_counted(outside)}.{hint}")
     if unknown:
-        shown = ", ".join(f"{k!r} ({n} text{'s' * (n > 1)})" for k, n in unknown.items())
-        raise DataError(f"labels unseen in training: {shown}; the checkpoint's classes are "
-                        f"{', '.join(class_names)}")
+        raise DataError(f"labels unseen in training: {_counted(unknown)}; the checkpoint's "
+                        f"classes are {', '.join(class_names)}")
     return torch.tensor(ids, dtype=torch.long)
+
+
+def _counted(counts: dict[Any, int]) -> str:
+    return ", ".join(f"{k!r} ({n} text{'s' * (n > 1)})" for k, n in counts.items())
 
 
 def scored(classifier: Predictor, source: TextSource, batch_size: int = 1024,
@@ -179,6 +190,18 @@ def plot_confusion_matrix(result: dict[str, Any], class_names: Sequence[str],
     plt.close(figure)
 
 
+def output_problem(path: str) -> str | None:
+    """Why a report cannot be written to `path` (its folder is made where missing), or None."""
+    target = Path(path)
+    if target.is_dir():
+        return "is a folder; give a file name"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot make its folder ({error.strerror})"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gru_lightning.evaluate",
@@ -211,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 1
 
+    for option, path in (("--json", args.json), ("--png", args.png)):
+        # Checked before scoring, so no report is lost to a folder that is missing.
+        if problem := output_problem(path) if path not in (None, "-") else None:
+            return fail(f"{option} {path}: {problem}")
     try:
         source = source_of(args)
         classifier = Predictor.from_checkpoint(args.checkpoint, args.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from omegaconf import OmegaConf
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
@@ -42,6 +43,21 @@ MONITOR = "acc"  # the step-level metric of training (train/acc_step)
 # Tracked at their best epoch so far (val/acc_best, val/macro_f1_best): what a sweep can
 # optimise, by the same metric as the checkpoint (optimized_metric: ${monitor}_best).
 BEST = ("acc", "macro_f1")
+
+
+def mode_of(metric: str) -> str:
+    """"min" for a loss (val/loss), "max" for a score (val/acc, val/macro_f1): how a checkpoint,
+    early stopping or a sweep that follows `metric` compares epochs."""
+    return "min" if metric.rsplit("/", 1)[-1].startswith("loss") else "max"
+
+
+# The configs derive each monitor's mode (conf/callbacks), the checkpoint's file name
+# (val/loss -> val_loss: a slash would make a folder) and Optuna's direction from its name.
+OmegaConf.register_new_resolver("metric_mode", mode_of, replace=True)
+OmegaConf.register_new_resolver("metric_file_name", lambda metric: metric.replace("/", "_"),
+                                replace=True)
+OmegaConf.register_new_resolver("metric_direction", lambda metric: f"{mode_of(metric)}imize",
+                                replace=True)
 
 
 def metric_collection(num_classes: int, prefix: str) -> MetricCollection:

@@ -169,7 +169,13 @@ class Predictor:
                              "which torch.export cannot take: export covers the network alone; "
                              "use Predictor for the stack")
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"cannot export to {str(directory)!r}: it is a file; give a folder "
+                             "(created where missing)")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"cannot export to {str(directory)!r}: {error.strerror}") from None
         network = self.network.to("cpu")
         example = torch.zeros((2, self.encoder.maxlen), dtype=torch.long)
         batch = torch.export.Dim("batch", min=1)
@@ -193,16 +199,28 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: this torch sees no CUDA GPU "
                          "(torch.cuda.is_available() is False); give --device cpu")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), "
+                         f"cuda:0 to cuda:{count - 1}")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: Apple's MPS backend is not available here (it "
+                         "needs macOS on Apple silicon); give --device cpu")
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: a checkpoint runs on cpu, cuda or mps")
     return resolved
 
 
 # ---- reading texts ---------------------------------------------------------------------
 
+CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform (a C long)
+
 
 def _decode(raw: bytes, source: str, notes: list[str]) -> str:
-    """UTF-8, with undecodable bytes replaced (U+FFFD) and the user told which lines."""
+    """UTF-8, with undecodable bytes replaced (U+FFFD) and the user told which lines; a
+    byte-order mark (Windows editors write one) is not part of the first text."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
     bad = []
@@ -214,7 +232,7 @@ def _decode(raw: bytes, source: str, notes: list[str]) -> str:
     shown = ", ".join(bad[:10]) + (", ..." if len(bad) > 10 else "")
     notes.append(f"{source}: line(s) {shown} are not valid UTF-8; decoded with replacement "
                  "characters (U+FFFD)")
-    return raw.decode("utf-8", errors="replace")
+    return raw.decode("utf-8-sig", errors="replace")
 
 
 def read_texts(path: str, text_column: str = "text") -> tuple[list[str], list[str]]:
@@ -230,6 +248,8 @@ def read_texts(path: str, text_column: str = "text") -> tuple[list[str], list[st
         raw, name = file.read_bytes(), path
     text = _decode(raw, name, notes)
     if name.endswith(".csv"):
+        # A review can be longer than the csv module's default cell limit (128 KiB).
+        csv.field_size_limit(CSV_FIELD_LIMIT)
         rows = list(csv.DictReader(io.StringIO(text)))
         if rows and text_column not in rows[0]:
             raise ValueError(f"{name}: no column {text_column!r} (columns: {list(rows[0])}); "

@@ -45,7 +45,9 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     overrides = []
     for job in jobs:
         lines = OmegaConf.load(job / ".hydra" / "overrides.yaml")
-        overrides.append(dict(line.split("=", 1) for line in lines))
+        # A deletion (~callbacks.progress_bar) has no "=" and no value.
+        overrides.append({key: value for key, _, value in (line.partition("=")
+                                                           for line in lines)})
     swept = _swept_keys(overrides) or sorted({k for o in overrides for k in o})
     rows = []
     for job, override in zip(jobs, overrides, strict=True):
@@ -53,7 +55,8 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         rows.append({
             "job": job.name,
-            "overrides": " ".join(f"{k}={override[k]}" for k in swept if k in override),
+            "overrides": " ".join(f"{k}={override[k]}" if override[k] else k
+                                  for k in swept if k in override),
             "swept": {k: override.get(k) for k in swept},
             "params": metrics.get("params"),
             **{column: metrics.get(key) for column, key in figures().items()},

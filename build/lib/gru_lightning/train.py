@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import os
 import sys
 import types
 from collections.abc import Sequence
@@ -64,7 +65,8 @@ def _config_dir() -> Path:
 CONFIG_DIR = _config_dir()
 
 # Errors caused by what the user typed or pointed at, or a run that diverged: shown as one
-# message, no traceback.
+# message, no traceback; HYDRA_FULL_ERROR=1 (Hydra's own switch) shows the traceback, for an
+# error that is a bug rather than a bad input.
 USER_ERRORS = (DatasetUnavailableError, DataError, CheckpointError, DivergedError,
                InstantiationException, MisconfigurationException, FileNotFoundError, ValueError)
 
@@ -161,9 +163,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()
                     if k.startswith("val/")})
+    # The checkpoint that monitors a metric; last.ckpt's callback monitors nothing.
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        # Its best value by its mode, for any monitor (e.g. val/loss_best): what a sweep's
+        # optimized_metric (${monitor}_best) reads; val/acc_best and val/macro_f1_best are logged.
+        metrics.setdefault(f"{checkpoint.monitor}_best", checkpoint.best_model_score.item())
     if cfg.test:
-        # The checkpoint that monitors a metric; last.ckpt's callback monitors nothing.
-        checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if cfg.test_weights == "best" and not best:
             log.warning("No best checkpoint was saved; testing the weights as trained")
@@ -226,8 +232,8 @@ def main(cfg: DictConfig) -> float | None:
             # Optuna the trial twice).
             log.exception("Job failed: %s", user_message(error))
             return None
-        if isinstance(error, USER_ERRORS):
-            log.error("%s", user_message(error))
+        if isinstance(error, USER_ERRORS) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            log.error("%s  (HYDRA_FULL_ERROR=1 shows where it was raised)", user_message(error))
             sys.exit(1)
         raise
     return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None

@@ -18,6 +18,7 @@ keeps them as they are).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import logging
@@ -76,6 +77,12 @@ class WordVectors:
                     hint = (" (it is made from a setting that is null, as data.local_path in "
                             f"experiment=gru_nbsvm_vectors: set that, or vectors.{name})")
                 raise FileNotFoundError(f"vectors.{name}={value!r} does not exist{hint}")
+        if (path is None or Path(path).suffix == ".bin") and \
+                importlib.util.find_spec("gensim") is None:
+            # Said now, not after the data is tokenized.
+            needs = "vectors=word2vec trains" if path is None else f"{path} is read"
+            raise ImportError(f"{needs} with gensim, which is not installed: pip install "
+                              "'gru-lightning[vectors]' (or pip install gensim)")
         self.dim = dim
         self.path = Path(path).expanduser() if path else None
         self.unlabeled_file = Path(unlabeled_file).expanduser() if unlabeled_file else None

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from filelock import FileLock
+
+from gru_lightning.data.base import DataError
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,19 @@ def save_atomically(data: Any, path: Path) -> None:
     partial = path.with_suffix(f".{os.getpid()}.partial")
     torch.save(data, partial)
     os.replace(partial, path)
+
+
+def check_writable(folder: Path) -> None:
+    """Make `folder` where missing and write a file in it, or one message naming the setting
+    (rather than a traceback from the first cache write, after reading the data)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise DataError(f"the cache folder {str(folder)!r} cannot be written "
+                        f"({error.strerror or error}): set paths.cache_dir to a folder of "
+                        "yours") from None
 
 
 def lock(path: Path) -> FileLock:

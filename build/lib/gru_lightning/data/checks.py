@@ -33,6 +33,12 @@ def describe(bad: dict[Any, list[int]]) -> str:
     return "; ".join(f"{value!r} in row(s) {shown_rows(rows)}" for value, rows in bad.items())
 
 
+def column_list(columns: str | Sequence[str]) -> list[str]:
+    """Column names as a list: `data.text_columns=review` (no brackets) is that one column,
+    not its letters."""
+    return [columns] if isinstance(columns, str) else list(columns)
+
+
 def has_text(cell: Any) -> bool:
     # isspace() stops at the first other character; strip() would copy the whole text.
     return isinstance(cell, str) and cell != "" and not cell.isspace()

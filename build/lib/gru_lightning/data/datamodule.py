@@ -259,6 +259,7 @@ class TextDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if self.splits:  # set up in this process already (train.py reads the classes early)
             return
+        cache.check_writable(self.cache_dir)
         path = self.cache_path()
         # Parallel sweep jobs wait for the one that tokenizes, then all read its cache.
         with cache.lock(path):

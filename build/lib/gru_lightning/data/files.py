@@ -12,7 +12,7 @@ from gru_lightning.data.base import (
     file_signature,
     import_datasets,
 )
-from gru_lightning.data.checks import optional_size
+from gru_lightning.data.checks import column_list, optional_size
 
 PARQUET_BATCH = 10_000  # rows per batch converted to datasets' Arrow cache
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json",
@@ -38,7 +38,7 @@ class FilesSource(TextSource):
 
     def __init__(self, train_file: str | None = None, test_file: str | None = None,
                  val_file: str | None = None,
-                 file_format: str | None = None, text_columns: Sequence[str] = ("text",),
+                 file_format: str | None = None, text_columns: str | Sequence[str] = ("text",),
                  label_column: str = "label", label_names: Sequence[str] | None = None,
                  test_size: int | float | None = 0.2) -> None:
         if file_format is not None and file_format not in FILE_FORMATS.values():
@@ -46,7 +46,7 @@ class FilesSource(TextSource):
                              f" or null, got {file_format!r}")
         self.files = {"train": train_file, "test": test_file, "val": val_file}
         self.file_format = file_format
-        self.text_columns, self.label_column = list(text_columns), label_column
+        self.text_columns, self.label_column = column_list(text_columns), label_column
         self.label_names = list(label_names) if label_names else None
         self.test_size = None if test_file else optional_size("data.test_size", test_size)
 

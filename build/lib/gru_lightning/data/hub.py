@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from gru_lightning.data.base import DataError, DatasetUnavailableError, TextSource, import_datasets
-from gru_lightning.data.checks import optional_size
+from gru_lightning.data.checks import column_list, optional_size
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -64,12 +64,12 @@ class HubSource(TextSource):
     def __init__(self, name: str = "ag_news", config_name: str | None = None,
                  train_split: str = "train", test_split: str | None = "test",
                  val_split: str | None = None,
-                 text_columns: Sequence[str] = ("text",), label_column: str = "label",
+                 text_columns: str | Sequence[str] = ("text",), label_column: str = "label",
                  label_names: Sequence[str] | None = None,
                  test_size: int | float | None = None) -> None:
         self.name, self.config_name = name, config_name
         self.train_split, self.test_split, self.val_split = train_split, test_split, val_split
-        self.text_columns, self.label_column = list(text_columns), label_column
+        self.text_columns, self.label_column = column_list(text_columns), label_column
         self.label_names = list(label_names) if label_names else None
         self.test_size = optional_size("data.test_size", test_size)
 

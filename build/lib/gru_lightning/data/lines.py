@@ -25,7 +25,7 @@ SPLITS = ("train", "val", "test")
 def read_lines(path: Path) -> list[str]:
     """The file's lines, split at `\\n` (or `\\r\\n`) only: texts hold NEL and U+2028, at which
     `str.splitlines()` would also split; a final newline ends the last line."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is no text
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
