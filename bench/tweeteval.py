@@ -36,9 +36,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gru_lightning.data.lines import SPLITS, LinesSource, read_lines  # noqa: E402
+from gru_lightning.data.lines import SPLITS, LinesSource  # noqa: E402
 from gru_lightning.evaluate import report, scored  # noqa: E402
 from gru_lightning.predict import Predictor  # noqa: E402
+from gru_lightning.textfiles import read_lines  # noqa: E402
 
 TASKS = ("emoji", "emotion", "hate", "irony", "offensive", "stance")
 STANCE_TARGETS = ("abortion", "atheism", "climate", "feminist", "hillary")

@@ -17,8 +17,6 @@ encoder and the stack are all a prediction needs, and Lightning's import costs s
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -34,6 +32,7 @@ from gru_lightning.checkpoints import CheckpointError
 from gru_lightning.networks.base import probabilities
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 from gru_lightning.stack import NGramStack
+from gru_lightning.textfiles import read_texts
 
 
 @dataclass
@@ -108,7 +107,7 @@ class Predictor:
     def _classify(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities (see `predict_proba`) and the number of in-vocabulary words, per text."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"--batch-size must be a positive integer, got {batch_size!r}")
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         width = () if self.binary else (len(self.class_names),)
         chunks = [torch.zeros(0, *width)]
         known_words = [torch.zeros(0, dtype=torch.long)]
@@ -194,90 +193,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"--device {device!r} is not a device torch knows: give cpu, cuda, "
+        raise ValueError(f"device {device!r} is not a device torch knows: give cpu, cuda, "
                          "cuda:1, mps, ...") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: this torch sees no CUDA GPU "
-                         "(torch.cuda.is_available() is False); give --device cpu")
+        raise ValueError(f"device {device!r}: this torch sees no CUDA GPU "
+                         "(torch.cuda.is_available() is False); give cpu")
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), "
+        raise ValueError(f"device {device!r}: this machine has {count} CUDA GPU(s), "
                          f"cuda:0 to cuda:{count - 1}")
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: Apple's MPS backend is not available here (it "
-                         "needs macOS on Apple silicon); give --device cpu")
+        raise ValueError(f"device {device!r}: Apple's MPS backend is not available here (it "
+                         "needs macOS on Apple silicon); give cpu")
     if resolved.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device {device}: a checkpoint runs on cpu, cuda or mps")
+        raise ValueError(f"device {device!r}: a checkpoint runs on cpu, cuda or mps")
     return resolved
-
-
-# ---- reading texts ---------------------------------------------------------------------
-
-CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform (a C long)
-
-
-def _decode(raw: bytes, source: str, notes: list[str]) -> str:
-    """UTF-8, with undecodable bytes replaced (U+FFFD) and the user told which lines; a
-    byte-order mark (Windows editors write one) is not part of the first text."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    bad = []
-    for number, line in enumerate(raw.splitlines(), 1):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            bad.append(str(number))
-    shown = ", ".join(bad[:10]) + (", ..." if len(bad) > 10 else "")
-    notes.append(f"{source}: line(s) {shown} are not valid UTF-8; decoded with replacement "
-                 "characters (U+FFFD)")
-    return raw.decode("utf-8-sig", errors="replace")
-
-
-def read_texts(path: str, text_column: str = "text") -> tuple[list[str], list[str]]:
-    """Texts from a file ("-" for standard input): `.csv` and `.jsonl` by `text_column`,
-    anything else one text per line. Returns (texts, notes for the user)."""
-    notes: list[str] = []
-    if path == "-":
-        raw, name = sys.stdin.buffer.read(), "<stdin>"
-    else:
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"text file {path!r} does not exist")
-        raw, name = file.read_bytes(), path
-    text = _decode(raw, name, notes)
-    if name.endswith(".csv"):
-        # A review can be longer than the csv module's default cell limit (128 KiB).
-        csv.field_size_limit(CSV_FIELD_LIMIT)
-        rows = list(csv.DictReader(io.StringIO(text)))
-        if rows and text_column not in rows[0]:
-            raise ValueError(f"{name}: no column {text_column!r} (columns: {list(rows[0])}); "
-                             "choose one with --text-column")
-        return [row[text_column] or "" for row in rows], notes
-    if name.endswith(".jsonl"):
-        texts = []
-        for number, line in enumerate(_lines(text), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                texts.append(record[text_column])
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                notes.append(f"{name}:{number}: skipped, not a JSON object with a "
-                              f"{text_column!r} field ({type(error).__name__})")
-        return texts, notes
-    return _lines(text), notes
-
-
-def _lines(text: str) -> list[str]:
-    """Lines ended by \n or \r\n only. `str.splitlines()` also splits at U+0085 (NEL),
-    U+2028 and form feeds, which occur inside real texts (772 of IMDB's 25,000 test
-    reviews hold a NEL): the outputs would no longer line up with the input lines."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start another
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _format_table(texts: Sequence[str], predictions: list[Prediction],
@@ -321,10 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 1
 
-    if args.batch_size < 1:
-        return fail(f"--batch-size must be a positive integer, got {args.batch_size}")
-    if args.top_k is not None and args.top_k < 1:
-        return fail(f"--top-k must be a positive integer, got {args.top_k}")
     try:
         classifier = Predictor.from_checkpoint(args.checkpoint, args.device)
     except (FileNotFoundError, CheckpointError, ValueError) as error:
@@ -348,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not texts:
         return fail("no texts given: pass texts, or --file PATH (or --file - for stdin)")
 
-    predictions = classifier.predict(texts, args.batch_size, args.top_k, args.all_scores)
+    try:
+        predictions = classifier.predict(texts, args.batch_size, args.top_k, args.all_scores)
+    except ValueError as error:  # the settings' checks are the API's
+        return fail(str(error))
     if args.jsonl:
         for text, p in zip(texts, predictions, strict=True):
             record: dict[str, Any] = {"text": text, **asdict(p)}

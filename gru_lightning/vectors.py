@@ -33,6 +33,7 @@ from torch import nn
 
 from gru_lightning.data import cache
 from gru_lightning.data.base import DataError, file_signature
+from gru_lightning.textfiles import read_texts
 
 if TYPE_CHECKING:
     from gru_lightning.data.datamodule import TextDataModule
@@ -225,8 +226,6 @@ def read_unlabeled(path: Path) -> list[str]:
         if "text" not in table.column_names:
             raise DataError(f"{path}: no column 'text' (columns: {table.column_names})")
         return [t for t in table.column("text").to_pylist() if t]
-    from gru_lightning.predict import read_texts
-
     texts, notes = read_texts(str(path))
     for note in notes:
         log.warning("%s", note)

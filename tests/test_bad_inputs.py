@@ -18,10 +18,11 @@ from gru_lightning.data.hub import HubSource
 from gru_lightning.data.lines import LinesSource
 from gru_lightning.evaluate import class_ids
 from gru_lightning.evaluate import main as evaluate
-from gru_lightning.predict import Predictor, read_texts, resolve_device
+from gru_lightning.predict import Predictor, resolve_device
 from gru_lightning.predict import main as predict
 from gru_lightning.report import collect, write_report
 from gru_lightning.runtime.run_record import user_message
+from gru_lightning.textfiles import read_texts
 from gru_lightning.train import compose_config, train
 from gru_lightning.vectors import WordVectors, read_unlabeled
 from tests.conftest import ROOT, SMALL, cache_entries, compose_train_config
@@ -59,7 +60,7 @@ def test_a_device_this_machine_lacks_is_one_message(monkeypatch):
         resolve_device("meta")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(ValueError, match=r"--device cuda:1: this machine has 1 CUDA GPU\(s\), "
+    with pytest.raises(ValueError, match=r"device 'cuda:1': this machine has 1 CUDA GPU\(s\), "
                                          r"cuda:0 to cuda:0"):
         resolve_device("cuda:1")
     assert resolve_device("cuda:0") == torch.device("cuda:0")  # named, not yet used
@@ -82,7 +83,7 @@ def test_every_command_refuses_a_missing_device_in_one_line(trained, tmp_path, c
     else:
         assert {"predict": predict, "evaluate": evaluate}[command](argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --device {device}: ") and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: device {device!r}: ") and len(err.strip().splitlines()) == 1
 
 
 def test_export_to_a_file_is_one_message_and_the_file_is_kept(trained, tmp_path, capsys):

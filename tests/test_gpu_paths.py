@@ -158,9 +158,9 @@ def test_under_ddp_the_processes_share_the_cores_from_the_start():
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
-    (["--device", "gpu0"], "--device 'gpu0' is not a device torch knows"),
-    (["--device", "cuda"], "--device cuda: this torch sees no CUDA GPU"),
+    (["--batch-size", "0"], "batch_size must be a positive integer, got 0"),  # the API's check
+    (["--device", "gpu0"], "device 'gpu0' is not a device torch knows"),
+    (["--device", "cuda"], "device 'cuda': this torch sees no CUDA GPU"),
 ])
 def test_prediction_options_are_one_clear_line(trained, capsys, options, message):
     from gru_lightning.predict import main

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gru_lightning.predict import CheckpointError, Predictor, main, read_texts
+from gru_lightning.predict import CheckpointError, Predictor, main
+from gru_lightning.textfiles import read_texts
 from tests.conftest import ROOT, synthetic_reviews
 
 

@@ -18,18 +18,9 @@ from gru_lightning.data.base import (
     import_datasets,
 )
 from gru_lightning.data.checks import optional_size
+from gru_lightning.textfiles import read_lines
 
 SPLITS = ("train", "val", "test")
-
-
-def read_lines(path: Path) -> list[str]:
-    """The file's lines, split at `\\n` (or `\\r\\n`) only: texts hold NEL and U+2028, at which
-    `str.splitlines()` would also split; a final newline ends the last line."""
-    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is no text
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 class LinesSource(TextSource):
