@@ -32,6 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from gru_lightning.preprocessing import PAD_ID, TextEncoder, punctuation_marks
+from gru_lightning.settings import positive_int
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the features of the same text change
@@ -76,8 +77,7 @@ class NGramModel:
         for name, value in (("max_n", max_n), ("buckets_log2", buckets_log2),
                             ("max_iter", max_iter), ("max_vocab", max_vocab),
                             ("max_words", max_words)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ngram.model.{name} must be a positive integer, got {value!r}")
+            positive_int(f"ngram.model.{name}", value)
         if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 0:
             raise ValueError(f"ngram.model.memory_mb must be an integer >= 0, got {memory_mb!r}")
         if buckets_log2 > 30:

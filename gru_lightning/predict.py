@@ -31,6 +31,7 @@ from gru_lightning import checkpoints
 from gru_lightning.checkpoints import CheckpointError
 from gru_lightning.networks.base import probabilities
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
+from gru_lightning.settings import positive_int
 from gru_lightning.stack import NGramStack
 from gru_lightning.textfiles import read_texts
 
@@ -106,8 +107,7 @@ class Predictor:
     @torch.inference_mode()
     def _classify(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities (see `predict_proba`) and the number of in-vocabulary words, per text."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         width = () if self.binary else (len(self.class_names),)
         chunks = [torch.zeros(0, *width)]
         known_words = [torch.zeros(0, dtype=torch.long)]
@@ -131,9 +131,8 @@ class Predictor:
         """A label and its probability (`score`) per text, and with `top_k` or `all_scores`
         the best k or all classes' probabilities (`scores`); a text that cannot be
         classified gets an error and the others are unaffected."""
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                                  or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if top_k is not None:
+            positive_int("top_k", top_k)
         shown = len(self.class_names) if all_scores else top_k
         texts = list(texts)
         results: list[Prediction | None] = [None] * len(texts)

@@ -20,6 +20,7 @@ import torch
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from gru_lightning.runtime.kernels import word_ids_kernel
+from gru_lightning.settings import positive_int
 
 log = logging.getLogger(__name__)
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
@@ -131,8 +132,7 @@ class TextEncoder:
 
     def __init__(self, tokenizer: Tokenizer, maxlen: int, padding: Side = "pre",
                  truncating: Side = "pre") -> None:
-        if not isinstance(maxlen, int) or maxlen < 1:
-            raise ValueError(f"maxlen must be a positive integer, got {maxlen!r}")
+        positive_int("maxlen", maxlen)
         check_side("padding", padding)
         check_side("truncating", truncating)
         self.tokenizer = tokenizer

@@ -33,6 +33,7 @@ from torch import nn
 
 from gru_lightning.data import cache
 from gru_lightning.data.base import DataError, file_signature
+from gru_lightning.settings import positive_int
 from gru_lightning.textfiles import read_texts
 
 if TYPE_CHECKING:
@@ -67,8 +68,7 @@ class WordVectors:
                  min_count: int = 2, epochs: int = 10, workers: int = 2, seed: int = 42) -> None:
         for name, value in (("dim", dim), ("window", window), ("min_count", min_count),
                             ("epochs", epochs), ("workers", workers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"vectors.{name} must be a positive integer, got {value!r}")
+            positive_int(f"vectors.{name}", value)
         if algorithm not in ALGORITHMS:
             raise ValueError(f"vectors.algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         for name, value in (("path", path), ("unlabeled_file", unlabeled_file)):

@@ -11,7 +11,13 @@ trap 'status=$?; [ $status -ne 0 ] && echo "check-wheel FAILED (logs in $work)";
 step() { echo "== check-wheel: $*"; }
 
 step "build the wheel"
-"$repo/.venv/bin/python" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$repo"
+# From a copy of the source files (tracked, and new ones git does not ignore): setuptools
+# builds in the source folder, and a stale build/ there would ship files since deleted.
+mkdir "$work/src"
+git -C "$repo" ls-files -z --cached --others --exclude-standard \
+  | (cd "$repo" && xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' _) \
+  | tar -C "$repo" --null -T - -cf - | tar -C "$work/src" -xf -
+"$repo/.venv/bin/python" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$work/src"
 wheel=$(ls "$work"/dist/gru_lightning-*.whl)
 # What the package needs at run time, by name: configs, the kernels' sources, the command.
 "$repo/.venv/bin/python" - "$wheel" <<'EOF'

@@ -13,9 +13,10 @@ from torch import nn
 from torchmetrics.classification import BinaryPrecision, MulticlassPrecision
 
 from gru_lightning.data.base import TextSource, file_signature, import_datasets
-from gru_lightning.networks.base import NetworkSettings, positive_int
+from gru_lightning.networks.base import NetworkSettings
 from gru_lightning.predict import Predictor
 from gru_lightning.preprocessing import PAD_ID
+from gru_lightning.settings import positive_int
 from gru_lightning.train import compose_config, train
 from tests.conftest import QUIET, synthetic_reviews
 
@@ -31,8 +32,8 @@ class BagOfEmbeddings(NetworkSettings):
     """Embedding width."""
 
     def __post_init__(self) -> None:
-        positive_int("vocab_size", self.vocab_size)
-        positive_int("embedding_dim", self.embedding_dim)
+        positive_int("model.net.vocab_size", self.vocab_size)
+        positive_int("model.net.embedding_dim", self.embedding_dim)
 
     def build(self, num_classes: int) -> nn.Module:
         return _Bag(self, num_classes)

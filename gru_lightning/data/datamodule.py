@@ -34,6 +34,7 @@ from gru_lightning.preprocessing import (
     check_side,
     in_batches,
 )
+from gru_lightning.settings import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,7 @@ class TextDataModule(L.LightningDataModule):
                             ("eval_batch_size", eval_batch_size)):
             if name == "maxlen" and adaptive.is_auto(value):
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
+            positive_int(f"data.{name}", value)
         if not adaptive.is_auto(max_features) and (
                 isinstance(max_features, bool) or not isinstance(max_features, int)
                 or max_features < 3):

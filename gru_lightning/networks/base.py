@@ -82,11 +82,6 @@ def predicted_classes(probs: torch.Tensor) -> torch.Tensor:
     return (probs >= 0.5).long() if probs.dim() == 1 else probs.argmax(-1)
 
 
-def positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"model.net.{name} must be a positive integer, got {value!r}")
-
-
 def share(name: str, value: Any) -> None:
     """A dropout-like share in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:

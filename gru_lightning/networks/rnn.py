@@ -10,9 +10,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from gru_lightning.networks.base import NetworkSettings, positive_int, share
+from gru_lightning.networks.base import NetworkSettings, share
 from gru_lightning.preprocessing import PAD_ID, UNK_ID
 from gru_lightning.runtime.fused_gru import FusedGRU
+from gru_lightning.settings import positive_int
 
 Cell = Literal["gru", "lstm"]
 Init = Literal["torch", "keras"]
@@ -58,7 +59,7 @@ class RNN(NetworkSettings):
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embedding_dim", "hidden_size", "num_layers"):
             if not (name == "vocab_size" and self.vocab_size == "auto"):
-                positive_int(name, getattr(self, name))
+                positive_int(f"model.net.{name}", getattr(self, name))
         for name in ("dropout", "embedding_dropout", "word_dropout"):
             share(name, getattr(self, name))
         if self.cell not in CELLS:

@@ -18,6 +18,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
+from gru_lightning.settings import positive_int
+
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite: more steps cannot bring the weights back."""
@@ -35,10 +37,7 @@ class StopOnNonFiniteLoss(L.Callback):
     """
 
     def __init__(self, check_every_n_steps: int = 50) -> None:
-        if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) \
-                or check_every_n_steps < 1:
-            raise ValueError(
-                f"check_every_n_steps must be a positive integer, got {check_every_n_steps!r}")
+        positive_int("check_every_n_steps", check_every_n_steps)
         self.check_every_n_steps = check_every_n_steps
         self._bad: torch.Tensor | None = None  # on an accelerator: the first non-finite loss
 

@@ -25,6 +25,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from gru_lightning.settings import positive_int
+
 log = logging.getLogger(__name__)
 
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4 / 1024
@@ -60,9 +62,7 @@ class TrimMemory(Callback):
     """
 
     def __init__(self, every_n_steps: int = 50, min_growth_mb: float = 64) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) \
-                or every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps!r}")
+        positive_int("every_n_steps", every_n_steps)
         if not min_growth_mb >= 0:
             raise ValueError(f"min_growth_mb must be >= 0, got {min_growth_mb!r}")
         self.every_n_steps = every_n_steps
