@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The installed form, as a user gets it (`make check-wheel`, run by .ci/run): the wheel built
 # from this checkout, installed with its `serve` extra in a fresh venv outside the checkout,
-# then used from another folder: `gru-lightning train` one epoch on a small CSV with the
-# compiled kernels built from the wheel's own sources (the log must say so), then `predict`,
+# then used from another folder: the compiled kernels built from the wheel's own sources,
+# `gru-lightning train` one epoch on a small CSV with them (the log must say so), then `predict`,
 # `evaluate` and `serve` with the checkpoint. Fails at the first step that does not work.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -38,11 +38,15 @@ EOF
 
 step "install it in a fresh venv ($work/venv)"
 make --no-print-directory -C "$repo" torch VENV="$work/venv" > "$work/torch.log"
-"$work/venv/bin/python" -m pip install --quiet "$wheel[serve]"
+"$work/venv/bin/python" -m pip install --quiet --no-compile "$wheel[serve]"
 export PATH="$work/venv/bin:$PATH" TORCH_EXTENSIONS_DIR="$work/torch_extensions" HF_HUB_OFFLINE=1
 mkdir "$work/run" && cd "$work/run"
 python -c "import gru_lightning, sys; p = gru_lightning.__file__; \
 sys.exit(0 if p.startswith('$work/venv/') else f'gru_lightning imported from {p}')"
+
+step "build the kernels from the wheel's sources (into $TORCH_EXTENSIONS_DIR)"
+python -m gru_lightning.runtime.kernels | tee "$work/kernels.log"
+[ "$(grep -c ": built$" "$work/kernels.log")" = 2 ] || { echo "a kernel did not build"; exit 1; }
 
 step "train one epoch on a small CSV, from $work/run"
 python - <<'EOF'
@@ -64,10 +68,10 @@ with open("reviews.csv", "w", newline="") as file:
 EOF
 gru-lightning train data=files data.train_file=reviews.csv trainer.max_epochs=1 \
   hydra.run.dir=outputs/run 2>&1 | tee "$work/train.log"
-grep -q "Compiled kernel gru_cpu.cpp loaded" "$work/train.log" \
-  || { echo "the training log does not say the fused GRU kernel was used"; exit 1; }
-grep -q "Compiled kernel word_ids.cpp loaded" "$work/train.log" \
-  || { echo "the training log does not say the word-id kernel was used"; exit 1; }
+for source in gru_cpu.cpp word_ids.cpp; do  # loaded from what was just built
+  grep -q "Compiled kernel $source loaded ($work/torch_extensions/" "$work/train.log" \
+    || { echo "the training log does not say the kernel $source was used"; exit 1; }
+done
 ckpt=$(ls outputs/run/checkpoints/epoch*.ckpt)
 test -f outputs/run/metrics.json
 

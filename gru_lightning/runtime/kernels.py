@@ -59,11 +59,18 @@ def word_ids_kernel() -> ModuleType | None:
         return None
 
 
+def _build_now(name: str) -> str:
+    try:
+        return f"{name}: {'built' if globals()[name]() is not None else 'unavailable'}"
+    except KernelUnavailable as error:
+        return f"{name}: unavailable ({error})"
+
+
 if __name__ == "__main__":
     # `python -m gru_lightning.runtime.kernels`: build both now, as a first run would (make
-    # setup does, so the first training or test run starts without the ~40 s per kernel).
-    for build in (gru_kernel, word_ids_kernel):
-        try:
-            print(f"{build.__name__}: {'built' if build() is not None else 'unavailable'}")
-        except KernelUnavailable as error:
-            print(f"{build.__name__}: unavailable ({error})")
+    # setup does, so the first training or test run starts without the ~40 s per kernel),
+    # each in a process of its own: the compiler is single-threaded.
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        print("\n".join(pool.map(_build_now, ("gru_kernel", "word_ids_kernel"))))
