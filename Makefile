@@ -18,21 +18,21 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(MAKE) --no-print-directory torch VENV=$(VENV)
-	$(PYTHON) -m pip install --quiet --no-compile -e ".[dev]"
+	$(PYTHON) -m pip install --quiet -e ".[dev]"
 	$(PYTHON) -m gru_lightning.runtime.kernels  # the compiled CPU kernels, built once
 	touch $@
 
 # PyTorch alone, into $(VENV) (created if missing); kept where the venv already has it.
-# --no-compile: Python compiles the modules it imports on first use, not all of torch's now.
+#: Python compiles the modules it imports on first use, not all of torch's now.
 torch:
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	if $(PYTHON) -c "import torch" 2>/dev/null; then \
 	  echo "torch $$($(PYTHON) -c 'import torch; print(torch.__version__)') is installed: kept"; \
 	elif nvidia-smi >/dev/null 2>&1; then \
-	  $(PYTHON) -m pip install --quiet --no-compile "torch==$(TORCH_VERSION)"; \
+	  $(PYTHON) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
 	elif $(PYTHON) -c "import socket; socket.create_connection(('download.pytorch.org', 443), 3)" 2>/dev/null; then \
-	  $(PYTHON) -m pip install --quiet --no-compile "torch==$(TORCH_VERSION)" --index-url $(CPU_INDEX); \
+	  $(PYTHON) -m pip install --quiet "torch==$(TORCH_VERSION)" --index-url $(CPU_INDEX); \
 	elif $(PYTHON) -m pip install --quiet --dry-run --report - "torch==$(TORCH_VERSION)" \
 	    | grep -q '"name": "nvidia-'; then \
 	  echo "error: no GPU here, PyTorch's CPU index ($(CPU_INDEX)) is unreachable, and the"; \
@@ -41,7 +41,7 @@ torch:
 	  echo "wheel: $(PYTHON) -m pip install torch-$(TORCH_VERSION)+cpu-...whl; then run make again."; \
 	  exit 1; \
 	else \
-	  $(PYTHON) -m pip install --quiet --no-compile "torch==$(TORCH_VERSION)"; \
+	  $(PYTHON) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
 	fi
 
 train: setup

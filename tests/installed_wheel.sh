@@ -38,7 +38,7 @@ EOF
 
 step "install it in a fresh venv ($work/venv)"
 make --no-print-directory -C "$repo" torch VENV="$work/venv" > "$work/torch.log"
-"$work/venv/bin/python" -m pip install --quiet --no-compile "$wheel[serve]"
+"$work/venv/bin/python" -m pip install --quiet "$wheel[serve]"
 export PATH="$work/venv/bin:$PATH" TORCH_EXTENSIONS_DIR="$work/torch_extensions" HF_HUB_OFFLINE=1
 mkdir "$work/run" && cd "$work/run"
 python -c "import gru_lightning, sys; p = gru_lightning.__file__; \
