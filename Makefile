@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 #: Python compiles the modules it imports on first use, not all of torch's now.
 torch:
 	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
 	if $(PYTHON) -c "import torch" 2>/dev/null; then \
 	  echo "torch $$($(PYTHON) -c 'import torch; print(torch.__version__)') is installed: kept"; \
 	elif nvidia-smi >/dev/null 2>&1; then \
