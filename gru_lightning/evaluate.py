@@ -234,9 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 1
 
+    # Checked before scoring, so no report is lost to a folder that is missing.
     for option, path in (("--json", args.json), ("--png", args.png)):
-        # Checked before scoring, so no report is lost to a folder that is missing.
-        if problem := output_problem(path) if path not in (None, "-") else None:
+        if path in (None, "-"):  # not asked for, or standard output
+            continue
+        if problem := output_problem(path):
             return fail(f"{option} {path}: {problem}")
     try:
         source = source_of(args)
