@@ -32,7 +32,8 @@ def mapped_file(tensor: torch.Tensor) -> str | None:
 
 def make_datamodule(tmp_path: Path, local_path: Path | str | None, **kwargs) -> TextDataModule:
     kwargs = {"max_features": 50, "maxlen": 16, "val_size": 100, **kwargs}
-    return IMDBSource.datamodule(local_path=str(local_path) if local_path else None,
+    return TextDataModule.from_settings(
+        IMDBSource, local_path=str(local_path) if local_path else None,
                                  cache_dir=str(tmp_path / "cache"), **kwargs)
 
 
@@ -397,3 +398,28 @@ def test_an_entry_whose_build_fails_leaves_nothing_behind(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         build_entry(tmp_path / "entry", fails)
     assert list(tmp_path.iterdir()) == []  # neither the entry nor its partial folder
+
+
+def test_holdout_plan_is_a_pure_function_of_rows_sizes_and_seed():
+    from gru_lightning.data.holdout import holdout_plan
+
+    kept = {"train": torch.arange(0, 200, 2)}  # rows with text: every other one
+    plan = holdout_plan(kept, test_size=0.2, val_size=10, seed=7, setting="data.x")
+    again = holdout_plan(kept, test_size=0.2, val_size=10, seed=7, setting="data.x")
+    assert {s: p.rows.tolist() for s, p in plan.items()} == {
+        s: p.rows.tolist() for s, p in again.items()}
+    assert [len(plan[s].rows) for s in ("train", "val", "test")] == [70, 10, 20]
+    assert {p.origin for p in plan.values()} == {"train"}
+    together = torch.cat([plan[s].rows for s in ("train", "val", "test")])
+    assert sorted(together.tolist()) == kept["train"].tolist()  # disjoint, nothing lost
+    own = holdout_plan({"train": torch.arange(50), "val": torch.arange(5),
+                        "test": torch.arange(9)}, None, 1000, 7, "data.x")
+    assert {s: (p.origin, len(p.rows)) for s, p in own.items()} == {
+        "train": ("train", 50), "val": ("val", 5), "test": ("test", 9)}
+    with pytest.raises(DataError, match="data.x has no test split: set data.test_size"):
+        holdout_plan(kept, None, 10, 7, "data.x")
+
+
+def test_a_data_config_naming_no_source_class_is_one_message():
+    with pytest.raises(ValueError, match="data.source must name a TextSource class"):
+        TextDataModule.from_settings("gru_lightning.data.datamodule.TextDataModule")

@@ -90,7 +90,8 @@ def _write_conf(tmp_path: Path) -> Path:
     (conf / "data").mkdir()
     (conf / "data" / "lines.yaml").write_text(
         "defaults:\n  - _common\n  - _self_\n\n"
-        "_target_: tests.test_extending.LinesSource.datamodule\n"
+        "_target_: gru_lightning.data.datamodule.TextDataModule.from_settings\n"
+        "source: tests.test_extending.LinesSource\n"
         "train_texts: null\ntrain_labels: null\ntest_texts: null\ntest_labels: null\n")
     return conf
 

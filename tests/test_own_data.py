@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from gru_lightning.data.adaptive import word_counts
+from gru_lightning.data.datamodule import TextDataModule
 from gru_lightning.data.lines import LinesSource
 from gru_lightning.evaluate import main as evaluate
 from gru_lightning.metrics import BinaryMacroF1Score
@@ -74,7 +75,8 @@ def test_own_data_sources_default_to_settings_chosen_from_the_data():
 
 def test_the_chosen_settings_follow_the_data_and_are_logged(tmp_path, caplog):
     folder = _imbalanced_folder(tmp_path / "data", n=400)
-    dm = LinesSource.datamodule(dir=str(folder), max_features="auto", maxlen="auto",
+    dm = TextDataModule.from_settings(
+        LinesSource, dir=str(folder), max_features="auto", maxlen="auto",
                                 val_size="auto", cache_dir=str(tmp_path / "c"))
     with caplog.at_level(logging.INFO, logger="gru_lightning.data.adaptive"):
         dm.setup("fit")
@@ -91,7 +93,7 @@ def test_the_chosen_settings_follow_the_data_and_are_logged(tmp_path, caplog):
     assert "data.max_features=auto" in caplog.text and "overrides" in caplog.text
     # The source's val split is used; without one, a tenth of the training texts.
     assert len(dm.splits["val"]) == 100
-    no_val = LinesSource.datamodule(train_texts=str(folder / "train_text.txt"),
+    no_val = TextDataModule.from_settings(LinesSource, train_texts=str(folder / "train_text.txt"),
                                     train_labels=str(folder / "train_labels.txt"),
                                     val_size="auto", maxlen="auto",
                                     cache_dir=str(tmp_path / "c2"), test_size=0.25)
@@ -108,7 +110,7 @@ def test_the_chosen_settings_follow_the_data_and_are_logged(tmp_path, caplog):
 def test_auto_is_the_only_word_the_sizes_take(tmp_path, setting, message):
     folder = _tweeteval_folder(tmp_path / "data")
     with pytest.raises(ValueError, match=re.escape(message)):
-        LinesSource.datamodule(dir=str(folder), **{setting: "often"})
+        TextDataModule.from_settings(LinesSource, dir=str(folder), **{setting: "often"})
 
 
 def test_class_weights_balance_the_loss_and_auto_leaves_balanced_data_alone(caplog):

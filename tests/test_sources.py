@@ -70,7 +70,8 @@ def settings(tmp_path: Path, **kwargs) -> dict:
 def test_each_file_format_one_file_per_split(tmp_path, suffix):
     rows = [{"title": t, "body": d, "topic": y} for t, d, y in topic_rows(240, 0)]
     tests = [{"title": t, "body": d, "topic": y} for t, d, y in topic_rows(60, 1)]
-    dm = FilesSource.datamodule(train_file=str(write_table(tmp_path / f"train{suffix}", rows)),
+    dm = TextDataModule.from_settings(
+        FilesSource, train_file=str(write_table(tmp_path / f"train{suffix}", rows)),
                          test_file=str(write_table(tmp_path / f"test{suffix}", tests)),
                          text_columns=["title", "body"], label_column="topic",
                          **settings(tmp_path))
@@ -85,10 +86,11 @@ def test_each_file_format_one_file_per_split(tmp_path, suffix):
 def test_a_single_file_holds_out_a_seeded_test_split(tmp_path):
     rows = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(300, 0)]
     path = write_table(tmp_path / "all.csv", rows)
-    first = FilesSource.datamodule(train_file=str(path), test_size=0.2, **settings(tmp_path))
+    first = TextDataModule.from_settings(
+        FilesSource, train_file=str(path), test_size=0.2, **settings(tmp_path))
     first.setup("fit")
     assert [len(first.splits[s]) for s in ("train", "val", "test")] == [210, 30, 60]
-    again = FilesSource.datamodule(train_file=str(path), test_size=0.2,
+    again = TextDataModule.from_settings(FilesSource, train_file=str(path), test_size=0.2,
                             **settings(tmp_path, cache_dir=str(tmp_path / "other")))
     again.setup("fit")
     assert (again.splits["test"].ids == first.splits["test"].ids).all()  # seeded
@@ -98,12 +100,14 @@ def test_a_single_file_holds_out_a_seeded_test_split(tmp_path):
 def test_test_size_as_a_count_holds_out_exactly_that_many(tmp_path):
     rows = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(300, 0)]
     path = write_table(tmp_path / "all.jsonl", rows)
-    dm = FilesSource.datamodule(train_file=str(path), test_size=45, **settings(tmp_path))
+    dm = TextDataModule.from_settings(
+        FilesSource, train_file=str(path), test_size=45, **settings(tmp_path))
     dm.setup("fit")
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [225, 30, 45]
     with pytest.raises(ValueError, match=r"data.test_size must be a count >= 1 or a fraction "
                                          r"in \(0, 1\), got 0"):
-        FilesSource.datamodule(train_file=str(path), test_size=0, **settings(tmp_path))
+        TextDataModule.from_settings(
+            FilesSource, train_file=str(path), test_size=0, **settings(tmp_path))
 
 
 def test_a_folder_per_class(tmp_path):
@@ -112,7 +116,8 @@ def test_a_folder_per_class(tmp_path):
             folder = tmp_path / split / topic
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{i}.txt").write_text(f"{title}\n{body}")
-    dm = FolderSource.datamodule(train_dir=str(tmp_path / "train"), test_dir=str(tmp_path / "test"),
+    dm = TextDataModule.from_settings(
+        FolderSource, train_dir=str(tmp_path / "train"), test_dir=str(tmp_path / "test"),
                           **settings(tmp_path))
     dm.setup("fit")
     assert dm.class_names == ["money", "space", "sport"]
@@ -137,17 +142,19 @@ def test_a_hub_data_set_by_name_with_its_class_names(tmp_path, monkeypatch):
         (tmp_path / "hub" / "data").mkdir(parents=True, exist_ok=True)
         data.to_parquet(str(tmp_path / "hub" / "data" / f"{split}.parquet"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    dm = HubSource.datamodule(name=str(tmp_path / "hub"), test_split="validation",
+    dm = TextDataModule.from_settings(
+        HubSource, name=str(tmp_path / "hub"), test_split="validation",
                        text_columns=["sentence"], **settings(tmp_path))
     dm.setup("fit")
     assert dm.class_names == names and len(dm.splits["test"]) == 60
     # Its own validation split instead of a hold-out (here the same split as the test's).
-    validated = HubSource.datamodule(name=str(tmp_path / "hub"), test_split="validation",
+    validated = TextDataModule.from_settings(
+        HubSource, name=str(tmp_path / "hub"), test_split="validation",
                                      val_split="validation", text_columns=["sentence"],
                                      **settings(tmp_path, cache_dir=str(tmp_path / "v")))
     validated.setup("fit")
     assert [len(validated.splits[s]) for s in ("train", "val", "test")] == [240, 60, 60]
-    wrong = HubSource.datamodule(name=str(tmp_path / "hub"), test_split="test",
+    wrong = TextDataModule.from_settings(HubSource, name=str(tmp_path / "hub"), test_split="test",
                                  **settings(tmp_path))
     with pytest.raises(DataError, match=r"has no split 'test' \(data.test_split\); its splits: "
                                         r"\['train', 'validation'\]"):
@@ -158,7 +165,7 @@ def test_an_unreachable_hub_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(DatasetUnavailableError, match=r"(?s)Hub is unreachable.*data=files"):
-        HubSource.datamodule(name="ag_news", **settings(tmp_path)).prepare_data()
+        TextDataModule.from_settings(HubSource, name="ag_news", **settings(tmp_path)).prepare_data()
 
 
 @pytest.mark.parametrize(("rows", "message"), [
@@ -186,7 +193,8 @@ def test_label_errors_name_the_column_value_and_row(tmp_path, rows, message):
     else:
         base += rows
     suffix = ".jsonl"  # keeps mixed types and nulls as they are
-    dm = FilesSource.datamodule(train_file=str(write_table(tmp_path / f"train{suffix}", base)),
+    dm = TextDataModule.from_settings(
+        FilesSource, train_file=str(write_table(tmp_path / f"train{suffix}", base)),
                          test_file=str(write_table(tmp_path / f"test{suffix}", test)),
                          **settings(tmp_path))
     with pytest.raises(DataError) as error:
@@ -255,20 +263,20 @@ def _blank_rows(tmp_path: Path, kind: str) -> TextDataModule:
     if kind == "imdb":
         from gru_lightning.data.imdb import IMDBSource
 
-        return IMDBSource.datamodule(local_path=str(write_parquet_copy(
+        return TextDataModule.from_settings(IMDBSource, local_path=str(write_parquet_copy(
             tmp_path / "imdb", {"train": rows, "test": test})), **settings(tmp_path))
     if kind in (".jsonl", ".parquet"):
         files = {split: write_table(tmp_path / f"{split}{kind}",
                                     [{"text": t, "label": y} for t, y in data])
                  for split, data in (("train", rows), ("test", test))}
-        return FilesSource.datamodule(train_file=str(files["train"]),
+        return TextDataModule.from_settings(FilesSource, train_file=str(files["train"]),
                                       test_file=str(files["test"]), **settings(tmp_path))
     for split, data in (("train", rows), ("test", test)):  # a folder per class
         for i, (text, label) in enumerate(data):
             folder = tmp_path / split / ("pos" if label else "neg")
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{i:04d}.txt").write_text(text or "")
-    return FolderSource.datamodule(train_dir=str(tmp_path / "train"),
+    return TextDataModule.from_settings(FolderSource, train_dir=str(tmp_path / "train"),
                                    test_dir=str(tmp_path / "test"), **settings(tmp_path))
 
 
@@ -287,7 +295,8 @@ def test_a_validation_file_is_used_instead_of_a_hold_out(tmp_path, caplog):
     rows = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(300, 0)]
     files = {split: write_table(tmp_path / f"{split}.csv", part) for split, part in
              (("train", rows[:200]), ("val", rows[200:250]), ("test", rows[250:]))}
-    dm = FilesSource.datamodule(train_file=str(files["train"]), val_file=str(files["val"]),
+    dm = TextDataModule.from_settings(
+        FilesSource, train_file=str(files["train"]), val_file=str(files["val"]),
                                 test_file=str(files["test"]), **settings(tmp_path))
     with caplog.at_level("INFO"):
         dm.setup("fit")
@@ -318,7 +327,7 @@ def test_texts_and_labels_line_by_line_with_a_mapping(tmp_path):
     from gru_lightning.data.lines import LinesSource
 
     folder = _tweeteval_folder(tmp_path / "emotion")
-    dm = LinesSource.datamodule(dir=str(folder), **settings(tmp_path))
+    dm = TextDataModule.from_settings(LinesSource, dir=str(folder), **settings(tmp_path))
     dm.setup("fit")
     assert dm.class_names == ["sport", "money", "space"]  # the mapping's names, in its order
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [240, 30, 60]
@@ -326,7 +335,7 @@ def test_texts_and_labels_line_by_line_with_a_mapping(tmp_path):
     assert dm.split_texts()["train"][0] == f"{first[0]} {first[1]}"
     assert dm.splits["train"].labels[0].item() == list(TOPICS).index(first[2])
     # The same through settings alone, file by file, labels as their own values.
-    files = LinesSource.datamodule(
+    files = TextDataModule.from_settings(LinesSource,
         train_texts=str(folder / "train_text.txt"), train_labels=str(folder / "train_labels.txt"),
         test_texts=str(folder / "test_text.txt"), test_labels=str(folder / "test_labels.txt"),
         label_names=["Sport", "Money", "Space"], **settings(tmp_path / "files"))
@@ -355,7 +364,7 @@ def test_bad_line_files_are_one_clear_error_naming_the_file_and_line(tmp_path, d
         _lines(folder / "val_labels.txt", [*lines[:2], "7", *lines[3:]])
     else:
         (folder / "mapping.txt").write_text("0\tsport\n1 money\n2\tspace\n")
-    dm = LinesSource.datamodule(dir=str(folder), **settings(tmp_path))
+    dm = TextDataModule.from_settings(LinesSource, dir=str(folder), **settings(tmp_path))
     with pytest.raises(DataError) as error:
         dm.prepare_data()
     assert message.format(folder=folder) in str(error.value)
@@ -368,6 +377,7 @@ def test_line_files_settings_are_checked(tmp_path):
     with pytest.raises(ValueError, match=r"data\.val_texts and data\.val_labels go together"):
         LinesSource(val_texts="v.txt")
     with pytest.raises(DatasetUnavailableError, match=r"holds no train_text\.txt"):
-        LinesSource.datamodule(dir=str(tmp_path), **settings(tmp_path)).prepare_data()
+        TextDataModule.from_settings(
+            LinesSource, dir=str(tmp_path), **settings(tmp_path)).prepare_data()
     with pytest.raises(DatasetUnavailableError, match=r"needs data\.dir=FOLDER"):
-        LinesSource.datamodule(**settings(tmp_path)).prepare_data()
+        TextDataModule.from_settings(LinesSource, **settings(tmp_path)).prepare_data()

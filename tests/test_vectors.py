@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gru_lightning.data.base import DataError
+from gru_lightning.data.datamodule import TextDataModule
 from gru_lightning.data.lines import LinesSource
 from gru_lightning.networks.rnn import RNN
 from gru_lightning.predict import Predictor
@@ -90,7 +91,7 @@ def test_settings_are_checked_when_made(tmp_path):
 
 def _datamodule(tmp_path: Path):
     folder = _tweeteval_folder(tmp_path / "topics")
-    dm = LinesSource.datamodule(dir=str(folder), max_features=200, maxlen=16,
+    dm = TextDataModule.from_settings(LinesSource, dir=str(folder), max_features=200, maxlen=16,
                                 cache_dir=str(tmp_path / "cache"))
     dm.setup("fit")
     return dm

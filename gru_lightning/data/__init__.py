@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_WHERE = {"DataError": "base", "DatasetUnavailableError": "base", "TextSource": "base",
+_WHERE = {"DataError": "errors", "DatasetUnavailableError": "errors", "TextSource": "base",
           "TextDataModule": "datamodule", "FilesSource": "files", "FolderSource": "folder",
           "HubSource": "hub", "IMDBSource": "imdb", "LinesSource": "lines"}
 __all__ = sorted(_WHERE)

@@ -11,26 +11,23 @@ caching and batching. One source per file in this package, each with a config in
         def signature(self) -> dict[str, Any]: ...           # cheap: sizes, mtimes, a name
         def setting(self) -> str: ...                         # e.g. "data.path='x.csv'"
 
-and `conf/data/my_source.yaml` with `_target_: my_package.MySource.datamodule`, the
-source's arguments and the shared settings (`defaults: [_common, _self_]`).
+and `conf/data/my_source.yaml` with `source: my_package.MySource` beside the data module's
+`_target_` (`gru_lightning.data.datamodule.TextDataModule.from_settings`), the source's
+arguments and the shared settings (`defaults: [_common, _self_]`). In Python:
+`TextDataModule.from_settings(MySource, **settings)`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from gru_lightning.data.datamodule import TextDataModule
+from gru_lightning.data.checks import label_ids
+from gru_lightning.data.errors import DataError, DatasetUnavailableError
 
-
-class DatasetUnavailableError(RuntimeError):
-    """The data could not be loaded from the configured source."""
-
-
-class DataError(ValueError):
-    """The data loaded, but its content cannot be trained on as it is (labels, texts)."""
+__all__ = ["DataError", "DatasetUnavailableError", "TextSource", "file_signature",
+           "import_datasets"]
 
 
 class TextSource:
@@ -64,22 +61,8 @@ class TextSource:
                      ) -> tuple[dict[str, list[int]], list[str]]:
         """Label ids 0..K-1 per split and the class names (`checks.label_ids`); a source may
         be stricter. `class_names`: the data's own (a `datasets.ClassLabel`'s)."""
-        from gru_lightning.data.checks import label_ids
-
         return label_ids(labels, self.label_column, self.setting(), class_names,
                          self.label_names)
-
-    @classmethod
-    def datamodule(cls, **settings: Any) -> TextDataModule:
-        """A `TextDataModule` over this source, from one flat set of settings (a config in
-        `conf/data/`): the source's constructor takes its own, the data module the rest."""
-        import inspect
-
-        from gru_lightning.data.datamodule import TextDataModule
-
-        own = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        source = cls(**{k: v for k, v in settings.items() if k in own})
-        return TextDataModule(source, **{k: v for k, v in settings.items() if k not in own})
 
 
 def import_datasets() -> Any:

@@ -4,6 +4,8 @@ jobs, and rebuilt when damaged."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -14,9 +16,16 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-from gru_lightning.data.base import DataError
+from gru_lightning.data.errors import DataError
 
 log = logging.getLogger(__name__)
+
+
+def keyed_path(folder: Path, prefix: str, key: dict[str, Any], suffix: str = "") -> Path:
+    """`folder/<prefix>-<digest><suffix>`, the digest naming everything in `key` (JSON, keys
+    sorted): an entry of derived data that changes name whenever what it is built from does."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return folder / f"{prefix}-{digest}{suffix}"
 
 
 def save_atomically(data: Any, path: Path) -> None:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from gru_lightning.data.base import DataError
+from gru_lightning.data.errors import DataError
 
 log = logging.getLogger(__name__)
 SHOWN_ROWS = 5  # rows named in a message

@@ -10,23 +10,25 @@ A chunk of texts at a time: a million reviews prepare in the memory of a few tho
 
 from __future__ import annotations
 
-import hashlib
-import json
+import inspect
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import tokenizers
 import torch
+from hydra.utils import get_class
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from gru_lightning.data import adaptive, cache, store
-from gru_lightning.data.base import DataError, TextSource
+from gru_lightning.data.base import TextSource
 from gru_lightning.data.batches import SliceBatchSampler, TensorBatchDataset, batch_as_is
 from gru_lightning.data.checks import check_columns, check_size, kept_rows, text_chunks
+from gru_lightning.data.holdout import holdout_plan
 from gru_lightning.preprocessing import (
     FORMAT_VERSION,
     Side,
@@ -41,9 +43,16 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 3  # bump when the cached content changes (3: a folder, store.py)
 
 
-def count(size: int | float, total: int) -> int:
-    """A hold-out size (a count, or a share of `total`) as a count."""
-    return round(size * total) if isinstance(size, float) else size
+@dataclass(frozen=True)
+class LabeledRows:
+    """What the checks of the raw splits find: per raw split the rows that have text and
+    every row's label id, the class names, and the raw training label of each class (where
+    the data names no classes itself)."""
+
+    kept: dict[str, torch.Tensor]
+    label_ids: dict[str, torch.Tensor]
+    class_names: list[str]
+    class_values: list[str] | None
 
 
 class TextDataModule(L.LightningDataModule):
@@ -119,6 +128,18 @@ class TextDataModule(L.LightningDataModule):
         self.splits: dict[str, TensorBatchDataset] = {}
         self.cache_hit: bool | None = None  # set by prepare_data: was tokenization skipped?
 
+    @classmethod
+    def from_settings(cls, source: str | type[TextSource], **settings: Any) -> TextDataModule:
+        """A data module over `source` (a `TextSource` class, or its import path as a config in
+        conf/data/ gives it) from one flat set of settings: the source's constructor takes its
+        own, the data module the rest."""
+        source_class = get_class(source) if isinstance(source, str) else source
+        if not (isinstance(source_class, type) and issubclass(source_class, TextSource)):
+            raise ValueError(f"data.source must name a TextSource class, got {source!r}")
+        own = set(inspect.signature(source_class.__init__).parameters) - {"self"}
+        return cls(source_class(**{k: v for k, v in settings.items() if k in own}),
+                   **{k: v for k, v in settings.items() if k not in own})
+
     @property
     def num_classes(self) -> int:
         """Classes of the data; known after `setup`."""
@@ -159,15 +180,23 @@ class TextDataModule(L.LightningDataModule):
             "cache": CACHE_VERSION,
             "tokenizers": tokenizers.__version__,
         }
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        return self.cache_dir / f"{source.cache_name}-{digest}"
+        return cache.keyed_path(self.cache_dir, source.cache_name, key)
 
-    def _split_rows(self, raw: dict[str, Any]) -> tuple[dict[str, tuple[str, torch.Tensor]],
-                                                         dict[str, torch.Tensor], list[str],
-                                                         list[str] | None]:
-        """Checks, then the hold-outs: each split as (the raw split it comes from, its rows
-        there, in order), each split's label ids, the class names and raw class values.
-        Only the label column is read whole; the texts are checked a chunk at a time."""
+    def derived_cache_path(self, prefix: str, key: dict[str, Any]) -> Path:
+        """The cache file of something built from this data (an n-gram model, word vectors):
+        named by the data's cache entry and `key`, the settings that change it."""
+        return cache.keyed_path(self.cache_dir, prefix, {"data": self.cache_path().name, **key},
+                                ".pt")
+
+    def attach(self, split: str, columns: dict[str, torch.Tensor]) -> None:
+        """Add per-text `columns` (a first dimension of the split's size) to `split`: gathered
+        with its ids in every batch, under their names (a stacked model's features)."""
+        for name, values in columns.items():
+            self.splits[split].add_column(name, values)
+
+    def _labeled_rows(self, raw: dict[str, Any]) -> LabeledRows:
+        """The checks of the raw splits: columns, labels (only the label column is read
+        whole) and texts (a chunk at a time)."""
         source, setting = self.source, self.source.setting()
         for split, data in raw.items():
             check_columns(data, source.text_columns, source.label_column, split, setting)
@@ -178,44 +207,12 @@ class TextDataModule(L.LightningDataModule):
         kept = {split: torch.tensor(kept_rows(split, (t for chunk in text_chunks(
                     data, source.text_columns) for t in chunk), setting), dtype=torch.long)
                 for split, data in raw.items()}
-        # The raw training label of each class (where the data names no classes itself), so
-        # a labelled file scored later maps its labels as training did (evaluate.py).
+        # So a labelled file scored later maps its labels as training did (evaluate.py).
         class_values = (None if names is not None else
                         [str(v) for v in sorted({raw_labels["train"][i]
                                                  for i in kept["train"].tolist()})])
-        label_ids = {split: torch.tensor(ids[split], dtype=torch.long) for split in raw}
-        rows = {split: (split, kept[split]) for split in raw}
-
-        train_rows = kept["train"]
-        generator = torch.Generator().manual_seed(self.split_seed)
-        if "test" not in raw:
-            # No test split of its own: hold out a seeded share of the training texts.
-            n_test = count(source.test_size or 0, len(train_rows))
-            if not 0 < n_test < len(train_rows):
-                raise DataError(f"{setting} has no test split: set data.test_size to the share "
-                                "(e.g. 0.2) or number of texts to hold out for testing")
-            order = torch.randperm(len(train_rows), generator=generator)
-            rows["test"] = ("train", train_rows[order[:n_test]])
-            train_rows = train_rows[order[n_test:].sort().values]
-        n_train = len(train_rows)
-        if "val" in raw:  # the source's own validation split: nothing held out for it
-            log.info("Validating on the val split of %s (%d texts); data.val_size is not "
-                     "used", setting, len(kept["val"]))
-            rows["train"] = ("train", train_rows)
-        else:
-            n_val = (adaptive.validation_size(n_train) if adaptive.is_auto(self.val_size)
-                     else count(self.val_size, n_train))
-            if n_val >= n_train:
-                raise ValueError(f"data.val_size={self.val_size} leaves no training texts "
-                                 f"(the train split has {n_train})")
-            # A split may be sorted by label (IMDB's is): hold out a seeded random subset.
-            order = torch.randperm(n_train, generator=generator)
-            rows["train"] = ("train", train_rows[order[n_val:]])
-            if n_val:
-                rows["val"] = ("train", train_rows[order[:n_val]])
-        labels = {split: label_ids[origin][split_rows] for split, (origin, split_rows)
-                  in rows.items()}
-        return rows, labels, class_names, class_values
+        return LabeledRows(kept, {split: torch.tensor(ids[split], dtype=torch.long)
+                                  for split in raw}, class_names, class_values)
 
     def _build(self, folder: Path) -> dict[str, Any]:
         """Read, check, hold out, fit the vocabulary and encode, into the cache entry's
@@ -223,12 +220,20 @@ class TextDataModule(L.LightningDataModule):
         start = time.perf_counter()
         source = self.source
         raw = source.read()
-        rows, labels, class_names, class_values = self._split_rows(raw)
+        checked = self._labeled_rows(raw)
+        if "val" in raw:
+            log.info("Validating on the val split of %s (%d texts); data.val_size is not "
+                     "used", source.setting(), len(checked.kept["val"]))
+        plan = holdout_plan(checked.kept, source.test_size, self.val_size, self.split_seed,
+                            source.setting())
+        class_names = checked.class_names
+        labels = {split: checked.label_ids[part.origin][part.rows]
+                  for split, part in plan.items()}
         texts = {}
-        for split, (origin, split_rows) in rows.items():
+        for split, part in plan.items():
             writer = store.TextWriter(store.texts_file(folder, split))
             try:
-                for chunk in text_chunks(raw[origin], source.text_columns, split_rows):
+                for chunk in text_chunks(raw[part.origin], source.text_columns, part.rows):
                     writer.extend(chunk)
             finally:
                 writer.close()
@@ -250,7 +255,7 @@ class TextDataModule(L.LightningDataModule):
                  time.perf_counter() - start)
         return {"labels": {split: values.to(label_dtype) for split, values in labels.items()},
                 "text_encoder": encoder.to_dict(), "class_names": class_names,
-                "class_values": class_values}
+                "class_values": checked.class_values}
 
     def _write(self, path: Path) -> None:
         store.build_entry(path, self._build)
