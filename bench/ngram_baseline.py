@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 
 from gru_lightning import train as entry
 from gru_lightning.predict import Predictor
-from gru_lightning.stack import fit_stacking, stack
+from gru_lightning.stack_weights import fit_stacking, stacked_logits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = [
@@ -83,15 +83,15 @@ def main(argv: list[str]) -> None:
                 labels = {split: data.splits[split].labels for split in ("val", "test")}
                 gru = gru or {split: network_logits(gru_checkpoint, texts[split])
                               for split in labels}
-                ngram = {split: model.features(texts[split]) for split in labels}
+                ngram = {split: model.scores(texts[split]) for split in labels}
                 weights = fit_stacking(gru["val"], ngram["val"], labels["val"])
                 for split in labels:
-                    logits = stack(weights, gru[split], ngram[split])
+                    logits = stacked_logits(weights, gru[split], ngram[split])
                     stacked[f"stack_{split}_acc"] = ((logits > 0).float() == labels[split]
                                                      ).float().mean().item()
                     stacked[f"gru_{split}_acc"] = ((gru[split] > 0).float() == labels[split]
                                                    ).float().mean().item()
-            ids, _ = model.bags(texts["train"][:2000])
+            ids, _ = model.featurizer.bags(texts["train"][:2000])
             rows.append({"variant": " ".join(variant) or "ngram=nbsvm", **model.settings(),
                          "val_acc": accuracy["val"], "test_acc": accuracy["test"],
                          "fit_s": fit_s, "score_s": score_s,

@@ -90,7 +90,7 @@ def predictions(checkpoint: Path, folder: Path, split: str) -> tuple[torch.Tenso
         # weights fitted on the other folds (ngram.validation_folds), not in sample.
         with torch.inference_mode():
             net_logits = classifier.network(classifier.encoder.encode(texts))
-        logits = stack.cross_fitted_logits(net_logits, stack.model.features(texts),
+        logits = stack.cross_fitted_logits(net_logits, stack.model.scores(texts),
                                            truth.float() if classifier.binary else truth)
         predicted = (logits > 0).long() if classifier.binary else logits.argmax(1)
     return predicted, truth, classifier.class_names

@@ -4,12 +4,14 @@
     num_classes   classes of the task
     class_names   their names, in the order of the logits
     text_encoder  the exact preprocessing (preprocessing.TextEncoder `to_dict`)
-    stack         the stacked n-gram model and its weights (stack.py), or None
+    stack         the stacked model (its scorer's import path and state) and the stacking
+                  weights (stack.py `Stack.to_dict`), or None
     format        CHECKPOINT_FORMAT and the release that wrote it
 
-Checkpoints are read with `weights_only=True` (no pickled code runs). Those of release 0.1.0
-(format 1: the network's settings among Lightning's hyperparameters, no `net.` prefix) are
-upgraded on reading (`upgrade`).
+Checkpoints are read with `weights_only=True` (no pickled code runs). Older formats are
+upgraded on reading (`upgrade`): release 0.1.0's (format 1: the network's settings among
+Lightning's hyperparameters, no `net.` prefix) and those of releases up to 0.6.0 (format 2:
+the stacked n-gram model under `ngram`, no scorer's path).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from gru_lightning.networks.base import NetworkSettings
 
 if TYPE_CHECKING:
     from gru_lightning.preprocessing import TextEncoder
-    from gru_lightning.stack import NGramStack
+    from gru_lightning.stack import Stack
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
+NGRAM_SCORER = "gru_lightning.ngrams.model.NGramModel"  # the one scorer before format 3
 
 
 class CheckpointError(RuntimeError):
@@ -69,7 +72,7 @@ def read(path: str | Path, setting: str = "checkpoint ", weights_only: bool = Tr
 
 
 def contents(network: NetworkSettings, num_classes: int, class_names: list[str],
-             text_encoder: TextEncoder | None, stack: NGramStack | None,
+             text_encoder: TextEncoder | None, stack: Stack | None,
              class_values: list[str] | None = None) -> dict[str, Any]:
     """This project's keys of a checkpoint (see the module docstring)."""
     return {"format": {"checkpoint": CHECKPOINT_FORMAT, "release": __version__},
@@ -80,13 +83,27 @@ def contents(network: NetworkSettings, num_classes: int, class_names: list[str],
 
 
 def upgrade(checkpoint: dict[str, Any]) -> None:
-    """Release 0.1.0's layout (format 1) in this one's, in place; newer formats refused."""
+    """An older format (see the module docstring) in this one, in place; newer ones refused."""
     written = checkpoint.get("format", {}).get("checkpoint", 1)
     if written > CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint format {written} is newer than this release reads "
                          f"({CHECKPOINT_FORMAT}): upgrade gru-lightning")
     if written == CHECKPOINT_FORMAT:
         return
+    if written == 1:
+        _upgrade_release_0_1(checkpoint)
+    stack = checkpoint.get("stack")
+    if stack is not None:  # format 2: the n-gram model was the only scorer
+        stack["scorer"] = NGRAM_SCORER
+        stack["model"] = stack.pop("ngram")
+        stack.setdefault("stacking_l2", 1e-3)  # release 0.1.0's, before it was a setting
+        stack.setdefault("validation_folds", 0)
+    checkpoint["format"] = {"checkpoint": CHECKPOINT_FORMAT,
+                            "release": checkpoint.get("format", {}).get("release", "0.1.0")}
+
+
+def _upgrade_release_0_1(checkpoint: dict[str, Any]) -> None:
+    """Format 1 (release 0.1.0) in format 2's layout, in place."""
     from gru_lightning.networks.rnn import RNN
 
     hyper = checkpoint["hyper_parameters"]
@@ -109,16 +126,15 @@ def upgrade(checkpoint: dict[str, Any]) -> None:
             "stacking": {renamed.get(k, k): v for k, v in stacking.items()} if stacking else None}
     else:
         checkpoint["stack"] = None
-    checkpoint["format"] = {"checkpoint": CHECKPOINT_FORMAT, "release": "0.1.0"}
 
 
 def network_settings(checkpoint: dict[str, Any]) -> NetworkSettings:
     return NetworkSettings.from_dict(checkpoint["network"])
 
 
-def stack(checkpoint: dict[str, Any]) -> NGramStack | None:
+def stack(checkpoint: dict[str, Any]) -> Stack | None:
     if checkpoint.get("stack") is None:
         return None
-    from gru_lightning.stack import NGramStack
+    from gru_lightning.stack import Stack
 
-    return NGramStack.from_dict(checkpoint["stack"])
+    return Stack.from_dict(checkpoint["stack"])

@@ -1,31 +1,34 @@
-"""`TextClassifier`: a network (networks/) trained with Lightning: the loss, the metrics
-(metrics.py), the optimizer, and the preprocessing that travels with every checkpoint."""
+"""`TextClassifier`: a network (networks/) trained with Lightning, as lightning-hydra-template's
+MNISTLitModule: a step that scores a batch, the loss (objectives.py), the metrics (metrics.py),
+the optimizer, and what travels with every checkpoint (checkpoints.py). A stacked model
+(stack.py) is called in `_scored_logits` and once per validation epoch."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 
 from gru_lightning import checkpoints
 from gru_lightning.metrics import BEST, MONITOR, EpochOutputs, metric_collection
 from gru_lightning.networks.base import NetworkSettings, predicted_classes, probabilities
-from gru_lightning.preprocessing import PAD_ID, TextEncoder
+from gru_lightning.objectives import (
+    ClassWeights,
+    adversarial_losses,
+    class_weights,
+    classification_loss,
+)
+from gru_lightning.preprocessing import TextEncoder
 
 if TYPE_CHECKING:
-    from gru_lightning.stack import NGramStack
+    from gru_lightning.stack import Stack
 
-log = logging.getLogger(__name__)
 Schedule = Literal["constant", "cosine"]
-ClassWeights = Literal["balanced", "auto"] | None
 STAGES = ("train", "val", "test")
-IMBALANCE = 1.5  # class_weights=auto weighs the classes when the largest is 1.5x the smallest
 
 
 class TextClassifier(L.LightningModule):
@@ -55,7 +58,7 @@ class TextClassifier(L.LightningModule):
 
     def __init__(self, net: NetworkSettings, num_classes: int = 2,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-                 lr_schedule: Schedule = "constant", stack: NGramStack | None = None,
+                 lr_schedule: Schedule = "constant", stack: Stack | None = None,
                  class_weights: ClassWeights = None, adversarial: float = 0.0) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
@@ -112,49 +115,27 @@ class TextClassifier(L.LightningModule):
 
     # ---- steps ----------------------------------------------------------------------------
 
-    def _logits(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The network's logits, or the stack's where one is stacked on the network."""
-        return self._stack_logits(stage, self.net(batch["ids"]), batch)
+    def _scored_logits(self, stage: str, net_logits: torch.Tensor,
+                       batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The logits a stage scores: the network's, or a stack's on top of them (in
+        validation the network's: the stack is fitted on them at the epoch's end)."""
+        if self.stack is None or stage == "val":
+            return net_logits
+        if stage == "train":
+            return self.stack.train_logits(net_logits, batch)
+        return self.stack.eval_logits(net_logits, batch)
 
-    def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The batch's logits (`_logits`) and loss, kept for the epoch's metrics; in testing a
+    def model_step(self, stage: str, batch: dict[str, torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's scored logits and loss, kept for the epoch's metrics; in testing a
         stack's network's own logits too (`test/net_acc`)."""
         net_logits = self.net(batch["ids"])
-        logits = self._stack_logits(stage, net_logits, batch)
+        logits = self._scored_logits(stage, net_logits, batch)
         extra = ({"net_logits": net_logits.detach().float()}
                  if stage == "test" and self.stack is not None else {})
         loss = self.loss_fn(logits, batch["labels"])
         self._keep(stage, batch, logits, loss, **extra)
         return logits, loss
-
-    def _adversarial_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The training batch's logits, its clean loss (what the curves show), and the clean
-        plus adversarial loss that trains (`adversarial`):
-        the perturbation is the clean loss's gradient with respect to each text's embedded
-        words, scaled to `adversarial` times their norm (padding neither perturbed nor
-        counted), after the embedding's dropout as in Miyato et al."""
-        net, labels, ids = self.net, batch["labels"], batch["ids"]
-        embedded = net.embed(ids)
-        if not embedded.requires_grad:  # a frozen embedding: the gradient is still wanted
-            embedded.requires_grad_()
-        logits = self._stack_logits("train", net.classify(embedded, ids), batch)
-        loss = self.loss_fn(logits, labels)
-        # Unscaled: under 16-mixed a gradient that underflows to zero perturbs nothing.
-        (gradient,) = torch.autograd.grad(loss, embedded, retain_graph=True)
-        words = (ids != PAD_ID).unsqueeze(-1)
-        gradient = gradient * words
-        size = (embedded.detach() * words).flatten(1).norm(dim=1)
-        scale = self.hparams.adversarial * size / gradient.flatten(1).norm(dim=1).clamp(min=1e-12)
-        perturbed = embedded + scale.view(-1, 1, 1) * gradient  # a constant: no second order
-        adversarial_loss = self.loss_fn(
-            self._stack_logits("train", net.classify(perturbed, ids), batch), labels)
-        self._keep("train", batch, logits, loss)
-        return logits, loss, loss + adversarial_loss
-
-    def _stack_logits(self, stage: str, logits: torch.Tensor,
-                     batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The stack's logits for the network's, or the network's where nothing is stacked."""
-        return self.stack.logits(stage, logits, batch) if self.stack is not None else logits
 
     def _keep(self, stage: str, batch: dict[str, torch.Tensor], logits: torch.Tensor,
               loss: torch.Tensor, **extra: torch.Tensor) -> None:
@@ -176,9 +157,13 @@ class TextClassifier(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.hparams.adversarial:
-            logits, loss, objective = self._adversarial_step(batch)
+            logits, loss, objective = adversarial_losses(
+                self.net, batch["ids"], self.hparams.adversarial,
+                lambda net_logits: self._scored_logits("train", net_logits, batch),
+                lambda logits: self.loss_fn(logits, batch["labels"]))
+            self._keep("train", batch, logits, loss)
         else:
-            logits, loss = self._step("train", batch)
+            logits, loss = self.model_step("train", batch)
             objective = loss
         # global_step counts finished steps: this step is number global_step + 1; each
         # self.log call costs ~0.4 ms, so only the steps the logger writes log.
@@ -196,7 +181,7 @@ class TextClassifier(L.LightningModule):
         self.log_dict(values, prog_bar=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step("val", batch)
+        self.model_step("val", batch)
 
     def on_validation_epoch_end(self) -> None:
         outputs, extra = self.outputs["val"].take(), {}
@@ -214,7 +199,7 @@ class TextClassifier(L.LightningModule):
         self.log_dict(values, prog_bar=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step("test", batch)
+        self.model_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
         outputs = self.outputs["test"].take()
@@ -236,7 +221,7 @@ class TextClassifier(L.LightningModule):
                      batch_idx: int = 0) -> torch.Tensor:
         """Probabilities (`probabilities`) for a batch, or for a tensor of ids."""
         batch = batch if isinstance(batch, dict) else {"ids": batch}
-        return self.probabilities(self._logits("predict", batch))
+        return self.probabilities(self._scored_logits("predict", self.net(batch["ids"]), batch))
 
     def configure_optimizers(self) -> Any:
         if self.make_optimizer is None:
@@ -272,32 +257,15 @@ class TextClassifier(L.LightningModule):
             self.class_names = list(names)
             self.class_values = getattr(datamodule, "class_values", None)
         if self.hparams.class_weights and hasattr(datamodule, "class_counts"):
-            self._weigh_classes(datamodule.class_counts())
-
-    def _weigh_classes(self, counts: torch.Tensor) -> None:
-        """The loss's class weights from the training texts per class (`class_weights`)."""
-        counts = counts.double().clamp(min=1)
-        ratio = (counts.max() / counts.min()).item()
-        if self.hparams.class_weights == "auto" and ratio < IMBALANCE:
-            log.info("model.class_weights=auto: the classes are balanced enough (largest / "
-                     "smallest = %.2f < %.1f): no weights", ratio, IMBALANCE)
-            return
-        weights = (counts.sum() / (len(counts) * counts)).float()
-        log.info("model.class_weights=%s: loss weights %s for %s (largest / smallest class = "
-                 "%.2f; model.class_weights=null overrides)", self.hparams.class_weights,
-                 ", ".join(f"{w:.2f}" for w in weights.tolist()), ", ".join(self.class_names),
-                 ratio)
-        self.class_weight = weights.to(self.device)
+            weights = class_weights(datamodule.class_counts(), self.hparams.class_weights,
+                                    self.class_names)
+            if weights is not None:
+                self.class_weight = weights.to(self.device)
 
     def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy on the one logit (two classes), else cross-entropy; weighted
-        by class where `class_weights` set weights (two classes: the second class's terms
-        by w1 / w0, the same balance)."""
-        weight = self.class_weight
-        if self.binary:
-            pos_weight = None if weight is None else weight[1] / weight[0]
-            return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
-        return F.cross_entropy(logits, labels, weight=weight)
+        """`objectives.classification_loss`, weighted by class where `class_weights` set
+        weights."""
+        return classification_loss(logits, labels, self.class_weight)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.update(checkpoints.contents(

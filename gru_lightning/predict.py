@@ -32,7 +32,7 @@ from gru_lightning.checkpoints import CheckpointError
 from gru_lightning.networks.base import probabilities
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 from gru_lightning.settings import positive_int
-from gru_lightning.stack import NGramStack
+from gru_lightning.stack import Stack
 from gru_lightning.textfiles import read_texts
 
 
@@ -64,7 +64,7 @@ class Predictor:
     """
 
     def __init__(self, network: nn.Module, text_encoder: TextEncoder, class_names: Sequence[str],
-                 stack: NGramStack | None = None, device: str | torch.device | None = None,
+                 stack: Stack | None = None, device: str | torch.device | None = None,
                  class_values: Sequence[str] | None = None) -> None:
         self.device = resolve_device(device)
         self.network = network.to(self.device).eval()

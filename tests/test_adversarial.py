@@ -11,6 +11,7 @@ from torch import nn
 
 from gru_lightning.model import TextClassifier
 from gru_lightning.networks import RNN
+from gru_lightning.objectives import adversarial_losses
 from gru_lightning.preprocessing import PAD_ID
 from gru_lightning.train import train
 
@@ -25,6 +26,12 @@ def batch(texts: int = 4, length: int = 9) -> dict[str, torch.Tensor]:
     return {"ids": ids, "labels": torch.tensor([0.0, 1.0, 1.0, 0.0])}
 
 
+def _adversarial(model: TextClassifier, data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """What the classifier's training step computes with `adversarial` (no stack)."""
+    return adversarial_losses(model.net, data["ids"], model.hparams.adversarial,
+                              lambda logits: logits, lambda z: model.loss_fn(z, data["labels"]))
+
+
 @pytest.mark.parametrize("epsilon", [0.05, 0.5])
 def test_the_perturbation_is_the_gradient_scaled_to_a_share_of_each_texts_words(epsilon):
     torch.manual_seed(1)  # the weights, whatever ran before
@@ -33,7 +40,7 @@ def test_the_perturbation_is_the_gradient_scaled_to_a_share_of_each_texts_words(
     classify = model.net.classify
     model.net.classify = lambda embedded, ids: (inputs.append(embedded), classify(embedded, ids))[1]
     data = batch()
-    logits, clean_loss, loss = model._adversarial_step(data)
+    logits, clean_loss, loss = _adversarial(model, data)
 
     clean, perturbed = inputs
     words = (data["ids"] != PAD_ID).unsqueeze(-1)
@@ -61,7 +68,7 @@ def test_the_adversarial_pass_adds_to_every_gradient_with_a_frozen_embedding_too
         torch.manual_seed(2)
         net = RNN(vocab_size=40, embedding_dim=6, hidden_size=5, freeze_embedding=freeze)
         model = TextClassifier(net, 2, adversarial=0.1).eval()
-        _, clean, total = model._adversarial_step(batch())
+        _, clean, total = _adversarial(model, batch())
         clean_grads = torch.autograd.grad(clean, [p for p in model.parameters() if p.requires_grad],
                                           retain_graph=True)
         total.backward()

@@ -62,7 +62,7 @@ def test_the_lightning_module_loads_release_0_1_0(compose_train):
     assert model.stack is not None and model.class_names == ["neg", "pos"]
     datamodule = instantiate(compose_train(*OLD_SETTINGS).data)
     datamodule.setup("fit")
-    model.stack.add_features(datamodule)  # the checkpoint's n-gram model scores the texts
+    model.stack.add_scores(datamodule)  # the checkpoint's n-gram model scores the texts
     import lightning as L
 
     tested = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False
@@ -86,7 +86,7 @@ def test_a_newer_format_is_refused_with_one_message(tmp_path, trained):
     state["format"]["checkpoint"] = 99
     torch.save(state, tmp_path / "future.ckpt")
     with pytest.raises(CheckpointError, match=r"checkpoint format 99 is newer than this "
-                                              r"release reads \(2\): upgrade gru-lightning"):
+                                              r"release reads \(3\): upgrade gru-lightning"):
         checkpoints.read(tmp_path / "future.ckpt")
 
 

@@ -416,10 +416,10 @@ def test_holdout_plan_is_a_pure_function_of_rows_sizes_and_seed():
                         "test": torch.arange(9)}, None, 1000, 7, "data.x")
     assert {s: (p.origin, len(p.rows)) for s, p in own.items()} == {
         "train": ("train", 50), "val": ("val", 5), "test": ("test", 9)}
-    with pytest.raises(DataError, match="data.x has no test split: set data.test_size"):
+    with pytest.raises(DataError, match=r"data\.x has no test split: set data\.test_size"):
         holdout_plan(kept, None, 10, 7, "data.x")
 
 
 def test_a_data_config_naming_no_source_class_is_one_message():
-    with pytest.raises(ValueError, match="data.source must name a TextSource class"):
+    with pytest.raises(ValueError, match=r"data\.source must name a TextSource class"):
         TextDataModule.from_settings("gru_lightning.data.datamodule.TextDataModule")

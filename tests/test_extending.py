@@ -1,10 +1,13 @@
-"""README's "Extending": a new network, a new data source and a new metric, each one class
-(or one line) and one config, trained, checkpointed and predicted through the project."""
+"""README's "Extending": a new network, a new data source, a new metric and a second stacked
+model, each one class (or one line) and one config, trained, checkpointed and predicted
+through the project."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from gru_lightning.networks.base import NetworkSettings
 from gru_lightning.predict import Predictor
 from gru_lightning.preprocessing import PAD_ID
 from gru_lightning.settings import positive_int
+from gru_lightning.stack import TextScorer, TextScores
 from gru_lightning.train import compose_config, train
 from tests.conftest import QUIET, synthetic_reviews
 
@@ -147,3 +151,63 @@ def test_a_new_metric_is_one_line(compose_train, tmp_path, monkeypatch):
     (job / ".hydra" / "overrides.yaml").write_text("- x=1\n")
     (job / "metrics.json").write_text(json.dumps(on_disk))
     assert collect(tmp_path / "sweep")[0]["test_precision"] == result["test/precision"]
+
+
+# ---- a second stacked model: one class (a TextScorer) and one config in conf/ngram/ -------
+
+class WordRatioScorer(TextScorer):
+    """Each word's smoothed log-count ratio between the classes, summed over the text's
+    words: a unigram Naive Bayes scorer (two classes)."""
+
+    def __init__(self, smoothing: float = 1.0) -> None:
+        self.smoothing = smoothing
+        self.ratios: dict[str, float] = {}
+
+    def settings(self) -> dict[str, Any]:
+        return {"smoothing": self.smoothing}
+
+    def fit(self, texts, labels, num_classes):
+        counts = [Counter(), Counter()]
+        for text, label in zip(texts, labels.tolist(), strict=True):
+            counts[int(label)].update(text.split())
+        totals = [sum(c.values()) for c in counts]
+        self.ratios = {word: math.log((counts[1][word] + self.smoothing) / totals[1])
+                       - math.log((counts[0][word] + self.smoothing) / totals[0])
+                       for word in counts[0].keys() | counts[1].keys()}
+        return self
+
+    def scores(self, texts) -> TextScores:
+        words = [text.split() for text in texts]
+        logits = torch.tensor([[sum(self.ratios.get(w, 0.0) for w in ws)] for ws in words])
+        return TextScores(logits, torch.log1p(torch.tensor([float(len(ws)) for ws in words])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"smoothing": self.smoothing, "ratios": self.ratios}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> WordRatioScorer:
+        model = cls(state["smoothing"])
+        model.ratios = dict(state["ratios"])
+        return model
+
+
+def test_a_second_stacked_model_is_one_class_and_one_config(compose_train, tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "ngram").mkdir(parents=True)
+    (conf / "ngram" / "word_ratios.yaml").write_text(
+        "_target_: gru_lightning.stack.Stack\nfolds: 2\nstacking_l2: 0.001\n"
+        "validation_folds: 0\nmodel:\n  _target_: tests.test_extending.WordRatioScorer\n"
+        "  smoothing: 1.0\n")
+    cfg = compose_train(f"hydra.searchpath=[file://{conf}]", "ngram=word_ratios",
+                        "trainer.max_epochs=2")
+    metrics = train(cfg)
+    assert metrics["ngram/test_acc"] >= 0.95 and metrics["test/acc"] >= 0.95
+    assert "test/net_acc" in metrics  # the network alone, beside the stack's figures
+    predictor = Predictor.from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints"
+                                          / "last.ckpt")
+    scorer = predictor.stack.model
+    assert isinstance(scorer, WordRatioScorer) and scorer.ratios["superb"] > 0
+    assert predictor.stack.folds == 2  # its training logits came out of fold, by the default
+    labels = [p.label for p in predictor.predict(["great superb wonderful loved",
+                                                  "awful boring dull worst"])]
+    assert labels == ["pos", "neg"]

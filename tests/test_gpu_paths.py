@@ -56,33 +56,35 @@ def test_the_recurrence_runs_in_float32_outside_autocast(monkeypatch, fused):
 
 def test_probabilities_and_the_stack_are_float32_whatever_the_logits():
     from gru_lightning.model import TextClassifier
-    from gru_lightning.stack import fit_stacking, stack
+    from gru_lightning.stack import TextScores
+    from gru_lightning.stack_weights import fit_stacking, stacked_logits
 
     model = TextClassifier(RNN(vocab_size=10, embedding_dim=4, hidden_size=4), 2)
     logits = torch.tensor([0.004, -0.004, 3.0]).bfloat16()
     probabilities = model.probabilities(logits)
     assert probabilities.dtype == torch.float32
     assert probabilities[0] > 0.5 > probabilities[1]  # bf16's sigmoid gives 0.5 for both
-    features = torch.tensor([[1.0, 3.0], [-1.0, 4.0], [2.0, 5.0], [-2.0, 3.5]])
+    features = TextScores(torch.tensor([[1.0], [-1.0], [2.0], [-2.0]]),
+                          torch.tensor([3.0, 4.0, 5.0, 3.5]))
     weights = fit_stacking(torch.tensor([1.0, -1.0, 2.0, -2.0]), features,
                            torch.tensor([1.0, 0.0, 1.0, 0.0]))
-    assert stack(weights, torch.ones(4).bfloat16(), features).dtype == torch.float32
+    assert stacked_logits(weights, torch.ones(4).bfloat16(), features).dtype == torch.float32
 
 
 def test_the_stack_makes_its_weight_tensor_once(monkeypatch):
     from gru_lightning import stack as stack_module
     from gru_lightning.ngrams import NGramModel
-    from gru_lightning.stack import FEATURE, NGramStack
+    from gru_lightning.stack import Stack, TextScores
 
     made = []
     real = stack_module.weight_vector
     monkeypatch.setattr(stack_module, "weight_vector",
                         lambda *args: made.append(1) or real(*args))
-    stacked = NGramStack(NGramModel())
+    stacked = Stack(NGramModel())
     stacked.weights = {"net": 1.0, "ngram": 1.0, "net_by_length": 0.0, "ngram_by_length": 0.0,
                        "length": 0.0, "bias": 0.0, "length_mean": 5.0, "length_std": 1.0}
     for _ in range(3):  # three test batches
-        stacked.logits("test", torch.zeros(2), {FEATURE: torch.ones(2, 2)})
+        stacked.eval_logits(torch.zeros(2), TextScores(torch.ones(2, 1), torch.ones(2)).columns())
     assert len(made) == 1
 
 

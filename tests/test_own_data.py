@@ -20,6 +20,7 @@ from gru_lightning.evaluate import main as evaluate
 from gru_lightning.metrics import BinaryMacroF1Score
 from gru_lightning.model import TextClassifier
 from gru_lightning.networks.rnn import RNN
+from gru_lightning.objectives import class_weights
 from gru_lightning.train import train
 from tests.conftest import QUIET, compose_config
 from tests.test_sources import TOPICS, _lines, _tweeteval_folder, topic_rows
@@ -116,24 +117,22 @@ def test_auto_is_the_only_word_the_sizes_take(tmp_path, setting, message):
 def test_class_weights_balance_the_loss_and_auto_leaves_balanced_data_alone(caplog):
     model = TextClassifier(RNN(vocab_size=50, embedding_dim=8, hidden_size=8), 3,
                            class_weights="balanced")
-    model._weigh_classes(torch.tensor([60, 30, 10]))
+    model.class_weight = class_weights(torch.tensor([60, 30, 10]), "balanced", "abc")
     torch.testing.assert_close(model.class_weight, torch.tensor([100 / 180, 100 / 90, 100 / 30]))
     logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 1, 0])
     expected = torch.nn.functional.cross_entropy(logits, labels, weight=model.class_weight)
     torch.testing.assert_close(model.loss_fn(logits, labels), expected)
     binary = TextClassifier(RNN(vocab_size=50, embedding_dim=8, hidden_size=8), 2,
                             class_weights="auto")
-    with caplog.at_level(logging.INFO, logger="gru_lightning.model"):
-        binary._weigh_classes(torch.tensor([80, 20]))
+    with caplog.at_level(logging.INFO, logger="gru_lightning.objectives"):
+        binary.class_weight = class_weights(torch.tensor([80, 20]), "auto", ["neg", "pos"])
     assert "loss weights 0.62, 2.50" in caplog.text
     logits, targets = torch.randn(5), torch.tensor([1.0, 0, 0, 1, 0])
     torch.testing.assert_close(binary.loss_fn(logits, targets),
                                torch.nn.functional.binary_cross_entropy_with_logits(
                                    logits, targets, pos_weight=torch.tensor(4.0)))
-    balanced = TextClassifier(RNN(vocab_size=50, embedding_dim=8, hidden_size=8), 2,
-                              class_weights="auto")
-    balanced._weigh_classes(torch.tensor([55, 45]))
-    assert balanced.class_weight is None
+    assert class_weights(torch.tensor([55, 45]), "auto", ["neg", "pos"]) is None
+    assert class_weights(torch.tensor([80, 20]), None, ["neg", "pos"]) is None
     message = re.escape("model.class_weights must be null, balanced or auto")
     with pytest.raises(ValueError, match=message):
         TextClassifier(RNN(vocab_size=50), 2, class_weights="yes")

@@ -1,4 +1,4 @@
-"""The n-gram model (ngrams.py) and its stack on the network (stack.py, ngram=nbsvm):
+"""The n-gram model (ngrams/) and its stack on the network (stack.py, ngram=nbsvm):
 features, the NB-weighted fit, the stacking weights, the cache, the stage through the entry
 point, and predict on its checkpoint."""
 
@@ -14,7 +14,8 @@ import torch
 
 from gru_lightning.ngrams import NGramModel
 from gru_lightning.predict import Predictor, main
-from gru_lightning.stack import NGramStack, fit_stacking, stack
+from gru_lightning.stack import Stack, TextScores
+from gru_lightning.stack_weights import fit_stacking, stacked_logits
 from gru_lightning.train import train
 from tests.conftest import compose_train_config, synthetic_reviews
 
@@ -25,7 +26,7 @@ def _fitted(texts: list[str], labels: list[int], **settings) -> NGramModel:
 
 def test_bags_are_the_distinct_hashed_ngrams_of_each_text():
     model = _fitted(["a b a b", "b c", "c"], [0, 1, 1], max_n=2)
-    ids, offsets = model.bags(["a b a b", "b c", "c", "zzz"])
+    ids, offsets = model.featurizer.bags(["a b a b", "b c", "c", "zzz"])
     per_text = torch.tensor_split(ids, offsets[1:])
     # "a b a b": a, b, "a b", "b a" ("a b" twice counts once); "b c": b, c, "b c"; "c": c;
     # "zzz" is an unknown word, a feature of its own.
@@ -35,7 +36,7 @@ def test_bags_are_the_distinct_hashed_ngrams_of_each_text():
     assert set(per_text[2].tolist()) <= set(per_text[1].tolist())  # "c" is in "b c"
     assert int(ids.max()) < 2**12
     # The same text gives the same ids alone or among others.
-    alone, _ = model.bags(["b c"])
+    alone, _ = model.featurizer.bags(["b c"])
     assert torch.equal(alone, per_text[1])
 
 
@@ -64,7 +65,7 @@ def test_the_fit_is_the_regularised_logistic_regression_optimum():
     rows = synthetic_reviews(300, seed=3)
     texts, labels = [t for t, _ in rows], torch.tensor([float(y) for _, y in rows])
     model = _fitted(texts, labels.long().tolist())
-    ids, offsets = model.bags(texts)
+    ids, offsets = model.featurizer.bags(texts)
     design = torch.zeros(len(texts), 2**12, dtype=torch.float64)
     design[torch.repeat_interleave(torch.arange(len(texts)), torch.diff(
         offsets, append=torch.tensor([len(ids)]))), ids] = 1.0
@@ -82,12 +83,12 @@ def test_the_fit_is_the_regularised_logistic_regression_optimum():
 
 
 def test_the_fit_spilled_to_disk_in_chunks_gives_the_same_model(monkeypatch, caplog):
-    import gru_lightning.ngrams as ngrams
+    import gru_lightning.ngrams.featurizer as featurizer
 
     rows = synthetic_reviews(400, seed=0)
     texts, labels = [t for t, _ in rows], [y for _, y in rows]
     whole = _fitted(texts, labels)
-    monkeypatch.setattr(ngrams, "_FIT_CHUNK", 64)  # 7 chunks
+    monkeypatch.setattr(featurizer, "FIT_CHUNK", 64)  # 7 chunks
     in_memory = _fitted(texts, labels)
     with caplog.at_level(logging.INFO, logger="gru_lightning.ngrams"):
         on_disk = _fitted(texts, labels, memory_mb=0)
@@ -109,8 +110,10 @@ def test_a_masked_fit_is_the_fit_on_the_kept_texts(tmp_path):
     model = _fitted(texts, labels.long().tolist())
     keep = torch.arange(len(texts)) % 3 != 0
     kept_texts = [t for t, k in zip(texts, keep.tolist(), strict=True) if k]
-    masked = model._fit_classes(model._featurize(texts, tmp_path), labels, 2, keep=keep)
-    alone = model._fit_classes(model._featurize(kept_texts, tmp_path), labels[keep], 2)
+    bags = model.featurizer.training_bags(texts, model.memory_mb, tmp_path)
+    masked = model._fit(bags, labels, 2, keep=keep)
+    alone = model._fit(model.featurizer.training_bags(kept_texts, model.memory_mb, tmp_path),
+                       labels[keep], 2)
     assert torch.allclose(masked[0], alone[0], atol=1e-4)
     assert masked[1] == pytest.approx(alone[1], abs=1e-4)
 
@@ -142,7 +145,7 @@ def test_punctuation_marks_are_words_of_their_own():
 def test_character_ngrams_are_features_of_their_own():
     texts, labels = ["great", "awful"] * 10, [1, 0] * 10
     model = _fitted(texts, labels, buckets_log2=20, max_n=1, char_ngrams=[2, 3])
-    ids, offsets = model.bags(["great", "ab"])
+    ids, offsets = model.featurizer.bags(["great", "ab"])
     # "ab" is an unknown word (one id) and " ab " has " a", "ab", "b " and " ab", "ab ".
     assert torch.diff(offsets, append=torch.tensor([len(ids)])).tolist()[1] == 1 + 3 + 2
     # Unseen words that share characters with seen ones are scored by them; words alone
@@ -151,7 +154,8 @@ def test_character_ngrams_are_features_of_their_own():
     words_only = _fitted(texts, labels, buckets_log2=20, max_n=1)
     assert words_only.logits(["greatt"]).item() == words_only.logits(["awfull"]).item()
     # Case and runs of whitespace do not change a text's characters.
-    assert torch.equal(model.bags(["Great  news"])[0], model.bags(["great news"])[0])
+    bags = model.featurizer.bags
+    assert torch.equal(bags(["Great  news"])[0], bags(["great news"])[0])
     again = NGramModel.from_dict(model.to_dict())
     assert again.settings()["char_ngrams"] == [2, 3]
     assert torch.equal(again.logits(["greatt", "ab"]), model.logits(["greatt", "ab"]))
@@ -167,7 +171,7 @@ def test_group_by_last_word_gives_each_group_its_own_weights():
     assert ((grouped.logits(unique) > 0).long() == torch.tensor(labels[:4])).all()
     assert plain.logits(unique).abs().max() < 0.1
     # good, ga, and both joined to the group ga.
-    ids, _ = grouped.bags(["good ga"])
+    ids, _ = grouped.featurizer.bags(["good ga"])
     assert len(ids) == 4
     state = grouped.to_dict()
     assert NGramModel.from_dict(state).settings()["group_by_last_word"] is True
@@ -175,7 +179,7 @@ def test_group_by_last_word_gives_each_group_its_own_weights():
     old = {**state, "settings": {k: v for k, v in state["settings"].items()
                                  if k not in ("char_ngrams", "group_by_last_word")}}
     assert NGramModel.from_dict(old).settings()["group_by_last_word"] is False
-    assert NGramModel.from_dict(old).char_ngrams is None
+    assert NGramModel.from_dict(old).featurizer.char_ngrams is None
 
 
 @pytest.mark.parametrize("value", [[3, 2], [0, 2], [2], "ab", [True, 2], [2, 9], 5])
@@ -190,8 +194,12 @@ def test_group_by_last_word_must_be_a_boolean():
         NGramModel(group_by_last_word=1)
 
 
-def _features(logits: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
-    return torch.stack([logits, torch.log1p(words.float())], dim=1)
+def _features(logits: torch.Tensor, words: torch.Tensor) -> TextScores:
+    return TextScores(logits[:, None], torch.log1p(words.float()))
+
+
+def _first(scores: TextScores) -> TextScores:
+    return TextScores(scores.logits[:1], scores.log_length[:1])
 
 
 def test_stacking_weighs_the_better_logit_more():
@@ -217,7 +225,7 @@ def test_stacking_trusts_each_model_where_it_is_better():
     features = _features(ngram, words)
     stacking = fit_stacking(net, features, labels)
     assert stacking["ngram_by_length"] > 0 > stacking["net_by_length"]
-    stacked = stack(stacking, net, features)
+    stacked = stacked_logits(stacking, net, features)
     plain = net + ngram
     accuracy = lambda z: ((z > 0).float() == labels).float().mean()  # noqa: E731
     assert accuracy(stacked) > accuracy(plain) + 0.05
@@ -245,8 +253,8 @@ def test_stacked_run_through_hydra_then_predict(compose_train, capsys):
     ids = classifier.encoder.encode(reviews)
     with torch.no_grad():
         net_logits = classifier.network(ids)
-    expected = torch.sigmoid(stack(classifier.stack.weights, net_logits,
-                                   classifier.stack.model.features(reviews)))
+    expected = torch.sigmoid(stacked_logits(classifier.stack.weights, net_logits,
+                                            classifier.stack.model.scores(reviews)))
     torch.testing.assert_close(classifier.predict_proba(reviews), expected)
     assert not torch.allclose(classifier.predict_proba(reviews), torch.sigmoid(net_logits))
 
@@ -286,7 +294,7 @@ def test_out_of_fold_scores_come_from_models_that_did_not_see_the_text():
     with pytest.raises(ValueError, match=re.escape("folds must be an integer >= 2")):
         model.out_of_fold_logits(texts, labels, folds=1)
     with pytest.raises(ValueError, match=re.escape("ngram.folds must be 0")):
-        NGramStack(NGramModel(), folds=1)
+        Stack(NGramModel(), folds=1)
 
 
 def test_a_second_run_reads_the_ngram_model_from_the_cache(compose_train, tmp_path, caplog):
@@ -336,7 +344,8 @@ def test_more_classes_fit_one_model_per_class_against_the_rest():
     torch.testing.assert_close(logits[:, 1], alone.logits(held_texts))
     again = NGramModel.from_dict(model.to_dict())
     assert torch.equal(again.logits(held_texts), logits)
-    assert model.features(held_texts).shape == (90, 4)  # three logits, then the log length
+    scores = model.scores(held_texts)  # three logits, and the log length
+    assert scores.logits.shape == (90, 3) and scores.log_length.shape == (90,)
     scores = model.out_of_fold_logits(texts, labels, folds=3, num_classes=3)
     assert scores.shape == (300, 3) and (scores.argmax(1) == labels).float().mean() >= 0.9
     with pytest.raises(ValueError, match=re.escape("labels 0 .. 3, each present")):
@@ -349,11 +358,11 @@ def test_stacking_of_more_classes_shares_the_four_weights_and_biases_each_class(
     signal = torch.nn.functional.one_hot(labels, 3).float()
     net = signal + torch.randn(2000, 3, generator=generator)  # weak
     ngram = 4 * signal + torch.randn(2000, 3, generator=generator)  # strong
-    features = torch.cat([ngram, torch.full((2000, 1), 3.0)], 1)
+    features = TextScores(ngram, torch.full((2000,), 3.0))
     weights = fit_stacking(net, features, labels)
     assert len(weights["bias"]) == 3 and len(weights["length"]) == 3
     assert weights["ngram"] > weights["net"] > 0
-    stacked = stack(weights, net, features)
+    stacked = stacked_logits(weights, net, features)
     assert stacked.shape == (2000, 3)
     assert (stacked.argmax(1) == labels).float().mean() > (ngram.argmax(1) == labels).float(
         ).mean() - 0.01
@@ -391,29 +400,32 @@ def test_cross_fitted_validation_scores_do_not_see_their_own_label():
     net = (labels * 2 - 1) + 2 * torch.randn(60, generator=generator)
     features = _features((labels * 2 - 1) + 2 * torch.randn(60, generator=generator),
                          torch.randint(5, 60, (60,), generator=generator))
-    stacked = NGramStack(NGramModel(), validation_folds=5)
+    stacked = Stack(NGramModel(), validation_folds=5)
     flipped = labels.clone()
     flipped[7] = 1 - flipped[7]
     cross_fitted = stacked.cross_fitted_logits(net, features, labels)
     assert cross_fitted[7] == stacked.cross_fitted_logits(net, features, flipped)[7]
-    in_sample = stack(fit_stacking(net, features, labels), net, features)
-    assert in_sample[7] != stack(fit_stacking(net, features, flipped), net, features)[7]
+    in_sample = stacked_logits(fit_stacking(net, features, labels), net, features)
+    assert in_sample[7] != stacked_logits(fit_stacking(net, features, flipped), net,
+                                          features)[7]
     # More classes: the same for a class id changed.
     classes = torch.randint(0, 3, (60,), generator=generator)
     net3 = torch.nn.functional.one_hot(classes, 3) + torch.randn(60, 3, generator=generator)
-    features3 = torch.cat([torch.randn(60, 3, generator=generator), features[:, -1:]], 1)
+    features3 = TextScores(torch.randn(60, 3, generator=generator), features.log_length)
     moved = classes.clone()
     moved[7] = (moved[7] + 1) % 3
     torch.testing.assert_close(stacked.cross_fitted_logits(net3, features3, classes)[7],
                                stacked.cross_fitted_logits(net3, features3, moved)[7])
     with pytest.raises(ValueError, match=re.escape("ngram.validation_folds must be 0")):
-        NGramStack(NGramModel(), validation_folds=1)
+        Stack(NGramModel(), validation_folds=1)
     with pytest.raises(ValueError, match="needs validation_folds >= 2 and as many texts"):
-        stacked.cross_fitted_logits(net[:1], features[:1], labels[:1])
+        stacked.cross_fitted_logits(net[:1], _first(features), labels[:1])
     # A validation split of one text is scored in sample: nothing to cross-fit on.
     logits, _, _ = stacked.fit_on_validation(
-        {"logits": net[:1], "ngram": features[:1], "labels": labels[:1]}, lambda rows: rows)
-    torch.testing.assert_close(logits, stack(stacked.weights, net[:1], features[:1]))
+        {"logits": net[:1], **_first(features).columns(), "labels": labels[:1]},
+        lambda rows: rows)
+    torch.testing.assert_close(logits, stacked_logits(stacked.weights, net[:1],
+                                                      _first(features)))
 
 
 def test_cross_fitted_validation_metrics_through_hydra(compose_train):
@@ -432,7 +444,7 @@ def test_cross_fitted_validation_metrics_through_hydra(compose_train):
     datamodule.setup("fit")
     texts = datamodule.split_texts()["val"]
     labels = datamodule.splits["val"].labels
-    features = classifier.stack.model.features(texts)
+    features = classifier.stack.model.scores(texts)
     with torch.no_grad():
         net_logits = classifier.network(classifier.encoder.encode(texts))
     loss = torch.nn.functional.binary_cross_entropy_with_logits
@@ -451,7 +463,7 @@ def test_character_ngrams_and_groups_through_hydra_then_predict(compose_train):
     classifier = Predictor.from_checkpoint(
         Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", "cpu")
     model = classifier.stack.model
-    assert (model.char_ngrams, model.group_by_last_word) == ((2, 3), True)
+    assert (model.featurizer.char_ngrams, model.featurizer.group_by_last_word) == ((2, 3), True)
     texts = ["a wonderful, moving film", "dull and far too long"]
     torch.testing.assert_close(model.logits(texts),
                                NGramModel.from_dict(model.to_dict()).logits(texts))
