@@ -16,6 +16,7 @@ prediction calls `text_logits`.
 from __future__ import annotations
 
 import abc
+import importlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from hydra.utils import get_class
 
 from gru_lightning.data import cache
 from gru_lightning.folds import fold_ids
@@ -112,8 +112,14 @@ class TextScorer(abc.ABC):
 
 
 def scorer_class(path: str) -> type[TextScorer]:
-    """The `TextScorer` subclass a checkpoint names; anything else is refused."""
-    found = get_class(path)
+    """The `TextScorer` subclass a checkpoint names; anything else is refused. (importlib, not
+    Hydra's get_class: prediction does without Hydra.)"""
+    module, _, name = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"the checkpoint's stacked model {path!r} cannot be imported "
+                         f"({error})") from None
     if not (isinstance(found, type) and issubclass(found, TextScorer)):
         raise ValueError(f"the checkpoint's stacked model {path!r} is not a TextScorer")
     return found

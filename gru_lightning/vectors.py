@@ -17,10 +17,8 @@ keeps them as they are).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import itertools
-import json
 import logging
 import time
 import zlib
@@ -109,12 +107,10 @@ class WordVectors:
         """The vector of every vocabulary id `[vocab, dim]` and which ids have one `[vocab]`,
         read or trained (cached, keyed by the data's cache entry and these settings)."""
         vocab = datamodule.text_encoder.tokenizer.get_vocab()
-        key = {"data": datamodule.cache_path().name, "format": FORMAT_VERSION,
-               "file": file_signature([self.path]) if self.path else None,
-               "unlabeled": file_signature([self.unlabeled_file]) if self.unlabeled_file
-               else None, **({} if self.path else self.settings()), "dim": self.dim}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        path = datamodule.cache_dir / f"vectors-{digest}.pt"
+        path = datamodule.derived_cache_path("vectors", {
+            "format": FORMAT_VERSION, "file": file_signature([self.path]) if self.path else None,
+            "unlabeled": file_signature([self.unlabeled_file]) if self.unlabeled_file else None,
+            **({} if self.path else self.settings()), "dim": self.dim})
 
         def build() -> dict[str, torch.Tensor]:
             if self.path is not None:

@@ -468,3 +468,13 @@ def test_character_ngrams_and_groups_through_hydra_then_predict(compose_train):
     torch.testing.assert_close(model.logits(texts),
                                NGramModel.from_dict(model.to_dict()).logits(texts))
     assert len(classifier.predict(texts)) == 2
+
+
+def test_a_checkpoint_naming_no_scorer_is_one_message():
+    from gru_lightning.stack import scorer_class
+
+    assert scorer_class("gru_lightning.ngrams.model.NGramModel") is NGramModel
+    with pytest.raises(ValueError, match=r"'os\.path\.join' is not a TextScorer"):
+        scorer_class("os.path.join")
+    with pytest.raises(ValueError, match=r"'no_such_package\.Scorer' cannot be imported"):
+        scorer_class("no_such_package.Scorer")
