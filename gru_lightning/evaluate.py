@@ -27,6 +27,7 @@ from gru_lightning.data.base import DataError, DatasetUnavailableError, TextSour
 from gru_lightning.data.checks import kept_rows, split_columns
 from gru_lightning.networks.base import predicted_classes
 from gru_lightning.predict import Predictor
+from gru_lightning.tables import evaluation_table
 
 
 def source_of(args: argparse.Namespace) -> TextSource:
@@ -145,22 +146,6 @@ def report(predicted: torch.Tensor, labels: torch.Tensor,
     }
 
 
-def format_report(result: dict[str, Any], class_names: Sequence[str]) -> str:
-    width = max(9, *(len(n) for n in class_names))
-    lines = [f"{result['texts']} texts: accuracy {result['accuracy']:.4f}, macro F1 "
-             f"{result['macro_f1']:.4f}", "",
-             f"{'class':{width}}  precision  recall      f1  support"]
-    for name, row in result["classes"].items():
-        lines.append(f"{name:{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  "
-                     f"{row['f1']:6.4f}  {row['support']:7d}")
-    cell = max(6, *(len(n) for n in class_names))
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
-              f"{'':{width}}  " + "  ".join(f"{n[:cell]:>{cell}}" for n in class_names)]
-    for name, row in zip(class_names, result["confusion_matrix"], strict=True):
-        lines.append(f"{name:{width}}  " + "  ".join(f"{v:>{cell}d}" for v in row))
-    return "\n".join(lines)
-
-
 def plot_confusion_matrix(result: dict[str, Any], class_names: Sequence[str],
                           path: str) -> None:
     import matplotlib
@@ -202,7 +187,7 @@ def output_problem(path: str) -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gru_lightning.evaluate",
         description="Score a checkpoint from `python train.py` on labelled data.")
@@ -228,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--png", metavar="PATH", help="plot the confusion matrix to PATH")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -261,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json == "-":
         print(json.dumps(result, indent=2))
     else:
-        print(format_report(result, names))
+        print(evaluation_table(result, names))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
     if args.png:

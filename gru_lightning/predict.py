@@ -29,10 +29,12 @@ from torch import nn
 
 from gru_lightning import checkpoints
 from gru_lightning.checkpoints import CheckpointError
+from gru_lightning.devices import resolve_device
 from gru_lightning.networks.base import probabilities
 from gru_lightning.preprocessing import PAD_ID, UNK_ID, TextEncoder
 from gru_lightning.settings import positive_int
 from gru_lightning.stack import Stack
+from gru_lightning.tables import prediction_table
 from gru_lightning.textfiles import read_texts
 
 
@@ -184,47 +186,7 @@ class Predictor:
         return directory / "model.pt2"
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`device` (default: cuda where there is one, else cpu), or a ValueError that says what
-    to give instead."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a device torch knows: give cpu, cuda, "
-                         "cuda:1, mps, ...") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: this torch sees no CUDA GPU "
-                         "(torch.cuda.is_available() is False); give cpu")
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise ValueError(f"device {device!r}: this machine has {count} CUDA GPU(s), "
-                         f"cuda:0 to cuda:{count - 1}")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r}: Apple's MPS backend is not available here (it "
-                         "needs macOS on Apple silicon); give cpu")
-    if resolved.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {device!r}: a checkpoint runs on cpu, cuda or mps")
-    return resolved
-
-
-def _format_table(texts: Sequence[str], predictions: list[Prediction],
-                  class_names: Sequence[str]) -> str:
-    width = max(5, *(len(n) for n in class_names))
-    lines = [f"{'#':>5}  {'label':{width}}  {'P(label)':>8}  text"]
-    for i, (text, p) in enumerate(zip(texts, predictions, strict=True)):
-        shown = " ".join(str(text).split())
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        if p.error:
-            lines.append(f"{i:>5}  {'-':{width}}  {'-':>8}  {shown}  [error: {p.error}]")
-        else:
-            flag = "  [warning: no known words]" if p.warning else ""
-            lines.append(f"{i:>5}  {p.label:{width}}  {p.score:8.3f}  {shown}{flag}")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gru_lightning.predict",
         description="Classify texts with a checkpoint from `python train.py`.")
@@ -243,8 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
     parser.add_argument("--export", metavar="DIR",
                         help="write model.pt2 and text_encoder.json to DIR, then exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     # Intermixed: texts may come after options too (`--batch-size 8 "a text"`).
-    args = parser.parse_intermixed_args(argv)
+    args = argument_parser().parse_intermixed_args(argv)
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -282,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             record: dict[str, Any] = {"text": text, **asdict(p)}
             print(json.dumps({k: v for k, v in record.items() if v is not None}))
     else:
-        print(_format_table(texts, predictions, classifier.class_names))
+        print(prediction_table(texts, predictions, classifier.class_names))
     failed = sum(p.error is not None for p in predictions)
     if failed:
         print(f"warning: {failed} of {len(texts)} text(s) could not be classified",

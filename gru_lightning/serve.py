@@ -37,7 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gru_lightning import checkpoints
 from gru_lightning.checkpoints import CheckpointError
-from gru_lightning.predict import Prediction, Predictor, resolve_device
+from gru_lightning.devices import resolve_device
+from gru_lightning.predict import Prediction, Predictor
 
 MAX_TEXTS, MAX_CHARS, MAX_BODY = 256, 100_000, 8 * 2**20  # per request; per text; bytes
 

@@ -121,11 +121,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         say_where_it_resumes(checkpoints.read(cfg.ckpt_path, "ckpt_path=", weights_only=False))
     if cfg.test_weights not in ("best", "last"):
         raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
-
     L.seed_everything(cfg.seed, workers=True)
     # Vanishing gradients through long texts become denormal floats, which x86 CPUs compute
     # on many times slower (docs/experiments.md).
     torch.set_flush_denormal(cfg.flush_denormal)
+    datamodule, model, trainer, metrics = _build(cfg)
+    _fit(trainer, model, datamodule, cfg.ckpt_path, output_dir)
+    metrics.update(_fit_metrics(trainer))
+    if cfg.test:
+        metrics.update(_test(trainer, model, datamodule, cfg.test_weights))
+    metrics["classes"] = datamodule.class_names
+    write_status(output_dir, "completed", metrics)
+    _log_final(trainer, _hyperparameters(cfg, datamodule.num_classes), metrics)
+    return metrics
+
+
+def _build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer, dict[str, Any]]:
+    """The data (prepared and set up), the classifier, the trainer, and the stages before
+    training (word vectors, a stacked model); returns the stages' metrics too."""
     # Everything that can reject the config is built before any data work; the classifier
     # waits for the data's classes (its settings are checked already).
     datamodule = instantiate(cfg.data)
@@ -145,9 +158,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("Model: %s trainable parameters, %d classes", f"{n_params:,}",
              datamodule.num_classes)
     metrics: dict[str, Any] = stack.prepare(datamodule) if stack is not None else {}
+    metrics["params"] = n_params
+    return datamodule, model, trainer, metrics
 
+
+def _fit(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_path: str | None,
+         output_dir: Path) -> None:
+    """`trainer.fit`, with a diverged or interrupted run recorded in its folder."""
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except DivergedError as error:
         write_status(output_dir, "diverged", {"error": str(error), "epochs": trainer.current_epoch,
                                               "step": trainer.global_step})
@@ -157,46 +176,51 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(error, SystemExit) and trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
         raise interrupted(trainer, output_dir) from None
+
+
+def _fit_metrics(trainer: L.Trainer) -> dict[str, Any]:
+    """The fit's validation metrics, the monitored metric's best, epochs and times."""
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     # Read before testing: the fit's time alone.
     fit_seconds = timer.time_elapsed("train") if timer is not None else None
-
-    metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()
-                    if k.startswith("val/")})
+    metrics = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     # The checkpoint that monitors a metric; last.ckpt's callback monitors nothing.
     checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
     if checkpoint is not None and checkpoint.best_model_score is not None:
         # Its best value by its mode, for any monitor (e.g. val/loss_best): what a sweep's
         # optimized_metric (${monitor}_best) reads; val/acc_best and val/macro_f1_best are logged.
         metrics.setdefault(f"{checkpoint.monitor}_best", checkpoint.best_model_score.item())
-    if cfg.test:
-        best = checkpoint.best_model_path if checkpoint is not None else ""
-        if cfg.test_weights == "best" and not best:
-            log.warning("No best checkpoint was saved; testing the weights as trained")
-        if cfg.test_weights == "best" and best:
-            # The weights alone. trainer.test(ckpt_path=...) would also restore the callbacks'
-            # states: the Timer's (counting the fit's time twice) and, with callbacks=ema, the
-            # raw weights over the averaged ones that the checkpoint's state_dict holds.
-            log.info("Testing the best checkpoint: %s", best)
-            model.restore(torch.load(best, map_location=model.device, weights_only=False))
-        results = trainer.test(model, datamodule=datamodule)[0]
-        metrics.update(results)
-        print(f"Test Accuracy: {results['test/acc']:.3f}")
-
     metrics["epochs"] = trainer.current_epoch
-    metrics["params"] = n_params
-    metrics["classes"] = datamodule.class_names
     if fit_seconds is not None:
         metrics["fit_seconds"] = fit_seconds
     if fit_seconds is not None and trainer.current_epoch:
         # Timer's state is checkpointed, so a resumed run counts all of its epochs.
         metrics["seconds_per_epoch"] = fit_seconds / trainer.current_epoch
-    write_status(output_dir, "completed", metrics)
-    # Every logger gets the run's settings and its final figures: TensorBoard's HPARAMS tab
-    # pairs them; the others (MLflow, CSV) record them as parameters and metrics.
+    return metrics
+
+
+def _test(trainer: L.Trainer, model: Any, datamodule: Any, weights: str) -> dict[str, Any]:
+    """The test split's metrics, with the best checkpoint's weights or the last epoch's."""
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if weights == "best" and not best:
+        log.warning("No best checkpoint was saved; testing the weights as trained")
+    if weights == "best" and best:
+        # The weights alone. trainer.test(ckpt_path=...) would also restore the callbacks'
+        # states: the Timer's (counting the fit's time twice) and, with callbacks=ema, the
+        # raw weights over the averaged ones that the checkpoint's state_dict holds.
+        log.info("Testing the best checkpoint: %s", best)
+        model.restore(torch.load(best, map_location=model.device, weights_only=False))
+    results = trainer.test(model, datamodule=datamodule)[0]
+    print(f"Test Accuracy: {results['test/acc']:.3f}")
+    return results
+
+
+def _log_final(trainer: L.Trainer, params: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Every logger gets the run's settings and its final figures: TensorBoard's HPARAMS tab
+    pairs them; the others (MLflow, CSV) record them as parameters and metrics."""
     hp_metrics = {f"hp/{k.replace('/', '_')}": metrics[k] for k in final_metric_keys()
                   if k in metrics}
-    params = _hyperparameters(cfg, datamodule.num_classes)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             if hp_metrics:
@@ -205,7 +229,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             logger.log_hyperparams(params)
             logger.log_metrics(hp_metrics, step=trainer.global_step)
         logger.finalize("success")
-    return metrics
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

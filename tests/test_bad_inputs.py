@@ -16,9 +16,10 @@ from gru_lightning.data.base import DataError
 from gru_lightning.data.files import FilesSource
 from gru_lightning.data.hub import HubSource
 from gru_lightning.data.lines import LinesSource
+from gru_lightning.devices import resolve_device
 from gru_lightning.evaluate import class_ids
 from gru_lightning.evaluate import main as evaluate
-from gru_lightning.predict import Predictor, resolve_device
+from gru_lightning.predict import Predictor
 from gru_lightning.predict import main as predict
 from gru_lightning.report import collect, write_report
 from gru_lightning.runtime.run_record import user_message
