@@ -19,23 +19,27 @@ from tests.conftest import QUIET, synthetic_reviews, write_parquet_copy
 
 CHOICES = ["data=imdb", "data=hub", "data=files", "data=folder", "data=lines",
            "model=classifier", "ngram=nbsvm", "vectors=word2vec"]
-# The own-data sources' overlay (conf/data/_own.yaml): settings chosen from the data, in place
-# of the constructors' defaults (IMDB's and the notebook's).
-OWN_DATA = OmegaConf.load(CONFIG_DIR / "data" / "_own.yaml")
+# The own-data sources' overlay: the data's own choices (conf/data/_own.yaml) and the training
+# defaults they select (conf/recipe/own_data.yaml), in place of the constructors' defaults
+# (IMDB's and the notebook's).
+OWN_DATA = OmegaConf.merge({"data": OmegaConf.load(CONFIG_DIR / "data" / "_own.yaml")},
+                           OmegaConf.load(CONFIG_DIR / "recipe" / "own_data.yaml"))
 # Arguments train.py passes itself: the data's classes, the stack built from conf/ngram.
 FROM_TRAIN_PY = {"num_classes", "stack"}
 
 
-def _parameters(target) -> dict[str, inspect.Parameter]:
-    """The arguments a `_target_` takes; a source's `datamodule` takes the source's and the
-    data module's."""
-    if inspect.ismethod(target) and isinstance(target.__self__, type) \
-            and issubclass(target.__self__, TextSource):
-        own = dict(inspect.signature(target.__self__.__init__).parameters)
+def _parameters(target, node: DictConfig) -> dict[str, inspect.Parameter]:
+    """The arguments a `_target_` takes; `TextDataModule.from_settings` takes its `source`
+    class's and the data module's."""
+    if target == TextDataModule.from_settings:
+        source = get_object(node.source)
+        assert issubclass(source, TextSource), f"data.source={node.source} is no TextSource"
+        own = dict(inspect.signature(source.__init__).parameters)
         shared = dict(inspect.signature(TextDataModule.__init__).parameters)
         parameters = {**own, **shared}
-        for name in ("self", "source"):
-            parameters.pop(name)
+        parameters.pop("self")
+        parameters["source"] = inspect.signature(TextDataModule.from_settings).parameters[
+            "source"]
         return parameters
     parameters = dict(inspect.signature(target).parameters)
     parameters.pop("self", None)
@@ -44,7 +48,7 @@ def _parameters(target) -> dict[str, inspect.Parameter]:
 
 def _check(node: DictConfig, where: str, overlay: DictConfig | None = None) -> None:
     target = get_object(node._target_)
-    parameters = _parameters(target)
+    parameters = _parameters(target, node)
     own = node._target_.startswith("gru_lightning.")
     for key in node:
         if key in ("_target_", "_partial_"):
@@ -54,7 +58,7 @@ def _check(node: DictConfig, where: str, overlay: DictConfig | None = None) -> N
             _check(node[key], f"{where}.{key}", (overlay or {}).get(key))
             continue
         if overlay is not None and key in overlay:
-            assert node[key] == overlay[key], f"{where}.{key} is not _own.yaml's {overlay[key]}"
+            assert node[key] == overlay[key], f"{where}.{key} is not the overlay's {overlay[key]}"
             continue
         value = node._get_node(key)._value()
         if not own or (isinstance(value, str) and value.startswith("${")):
@@ -62,7 +66,7 @@ def _check(node: DictConfig, where: str, overlay: DictConfig | None = None) -> N
         value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
         default = parameters[key].default
         default = list(default) if isinstance(default, tuple) else default
-        if key != "cache_dir":  # a path: the config puts it under paths.cache_dir
+        if key not in ("cache_dir", "source"):  # a path; the class the config names
             assert value == default, f"{where}.{key}={value!r}, the constructor says {default!r}"
     if own:
         missing = {k for k, p in parameters.items() if p.kind not in (p.VAR_KEYWORD,
