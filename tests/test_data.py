@@ -34,7 +34,7 @@ def make_datamodule(tmp_path: Path, local_path: Path | str | None, **kwargs) -> 
     kwargs = {"max_features": 50, "maxlen": 16, "val_size": 100, **kwargs}
     return TextDataModule.from_settings(
         IMDBSource, local_path=str(local_path) if local_path else None,
-                                 cache_dir=str(tmp_path / "cache"), **kwargs)
+        cache_dir=str(tmp_path / "cache"), **kwargs)
 
 
 def test_splits_sizes_and_id_range(tmp_path, parquet_copy):

@@ -23,7 +23,7 @@ from gru_lightning.networks.rnn import RNN
 from gru_lightning.objectives import class_weights
 from gru_lightning.train import train
 from tests.conftest import QUIET, compose_config
-from tests.test_sources import TOPICS, _lines, _tweeteval_folder, topic_rows
+from tests.source_data import TOPICS, lines_file, topic_rows, tweeteval_folder
 
 
 def _imbalanced_folder(root: Path, n: int = 400) -> Path:
@@ -39,8 +39,8 @@ def _imbalanced_folder(root: Path, n: int = 400) -> Path:
             rng.shuffle(words)
             texts.append(" ".join(words))
             labels.append(str(label))
-        _lines(root / f"{split}_text.txt", texts)
-        _lines(root / f"{split}_labels.txt", labels)
+        lines_file(root / f"{split}_text.txt", texts)
+        lines_file(root / f"{split}_labels.txt", labels)
     (root / "mapping.txt").write_text("0\tgrey\n1\tsunny\n")
     return root
 
@@ -78,7 +78,7 @@ def test_the_chosen_settings_follow_the_data_and_are_logged(tmp_path, caplog):
     folder = _imbalanced_folder(tmp_path / "data", n=400)
     dm = TextDataModule.from_settings(
         LinesSource, dir=str(folder), max_features="auto", maxlen="auto",
-                                val_size="auto", cache_dir=str(tmp_path / "c"))
+        val_size="auto", cache_dir=str(tmp_path / "c"))
     with caplog.at_level(logging.INFO, logger="gru_lightning.data.adaptive"):
         dm.setup("fit")
     texts = dm.split_texts()["train"]
@@ -95,9 +95,9 @@ def test_the_chosen_settings_follow_the_data_and_are_logged(tmp_path, caplog):
     # The source's val split is used; without one, a tenth of the training texts.
     assert len(dm.splits["val"]) == 100
     no_val = TextDataModule.from_settings(LinesSource, train_texts=str(folder / "train_text.txt"),
-                                    train_labels=str(folder / "train_labels.txt"),
-                                    val_size="auto", maxlen="auto",
-                                    cache_dir=str(tmp_path / "c2"), test_size=0.25)
+                                          train_labels=str(folder / "train_labels.txt"),
+                                          val_size="auto", maxlen="auto",
+                                          cache_dir=str(tmp_path / "c2"), test_size=0.25)
     no_val.setup("fit")
     assert len(no_val.splits["test"]) == 100 and len(no_val.splits["val"]) == 30
     assert word_counts(dm.text_encoder, ["a b c", ""]).tolist() == [3, 0]
@@ -109,7 +109,7 @@ def test_the_chosen_settings_follow_the_data_and_are_logged(tmp_path, caplog):
     ("val_size", "data.val_size"),
 ])
 def test_auto_is_the_only_word_the_sizes_take(tmp_path, setting, message):
-    folder = _tweeteval_folder(tmp_path / "data")
+    folder = tweeteval_folder(tmp_path / "data")
     with pytest.raises(ValueError, match=re.escape(message)):
         TextDataModule.from_settings(LinesSource, dir=str(folder), **{setting: "often"})
 
@@ -192,8 +192,8 @@ def test_evaluate_reads_every_format_and_names_labels_unseen_in_training(trained
                      "-"]) == 0
     by_csv = json.loads(capsys.readouterr().out)
     assert by_csv["texts"] == 3 and by_csv["classes"]["pos"]["support"] == 2
-    texts = _lines(tmp_path / "t.txt", [t for t, _ in rows])
-    labels = _lines(tmp_path / "l.txt", ["1", "0", "1"])  # class ids in training's order
+    texts = lines_file(tmp_path / "t.txt", [t for t, _ in rows])
+    labels = lines_file(tmp_path / "l.txt", ["1", "0", "1"])  # class ids in training's order
     assert evaluate([checkpoint, "--texts", str(texts), "--labels", str(labels), "--json",
                      "-", "--jsonl"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -215,7 +215,7 @@ def test_evaluate_reads_every_format_and_names_labels_unseen_in_training(trained
 
 
 def test_evaluate_of_a_multi_class_checkpoint_by_the_mapping_names(tmp_path, capsys):
-    folder = _tweeteval_folder(tmp_path / "topics")
+    folder = tweeteval_folder(tmp_path / "topics")
     cfg = _own_config(tmp_path, folder, "model.optimizer.lr=0.02", "trainer.max_epochs=3")
     train(cfg)
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -229,7 +229,7 @@ def test_evaluate_of_a_multi_class_checkpoint_by_the_mapping_names(tmp_path, cap
 
 
 def test_evaluate_maps_raw_labels_as_training_did_with_label_names(tmp_path, capsys):
-    from tests.test_sources import write_table
+    from tests.source_data import write_table
 
     names = list(TOPICS)  # sport, money, space: labels 1, 2, 3 in the files
     rows = [{"text": f"{t} {d}", "label": names.index(y) + 1} for t, d, y in topic_rows(300, 0)]

@@ -22,7 +22,7 @@ import pytest
 from gru_lightning.predict import Predictor
 from gru_lightning.train import train
 from tests.conftest import ROOT, compose_train_config
-from tests.test_sources import _tweeteval_folder
+from tests.source_data import tweeteval_folder
 
 pytest.importorskip("litserve", reason="the serve extra: pip install -e '.[serve]'")
 
@@ -91,7 +91,7 @@ def stacked_checkpoint(tmp_path_factory) -> Path:
     """Three topics with the n-gram stack: a multi-class model and a stack in one."""
     tmp = tmp_path_factory.mktemp("stacked")
     cfg = compose_train_config(tmp, None, "data=lines",
-                               f"data.dir={_tweeteval_folder(tmp / 'topics')}",
+                               f"data.dir={tweeteval_folder(tmp / 'topics')}",
                                "data.max_features=200", "data.maxlen=16", "ngram=nbsvm",
                                "ngram.model.buckets_log2=14", "trainer.max_epochs=2")
     train(cfg)

@@ -324,7 +324,7 @@ def test_ngram_stage_refuses_validation_on_the_test_split(compose_train):
 
 
 def _topics(n: int, seed: int) -> tuple[list[str], torch.Tensor]:
-    from tests.test_sources import TOPICS, topic_rows
+    from tests.source_data import TOPICS, topic_rows
 
     rows = topic_rows(n, seed)
     names = list(TOPICS)
@@ -372,7 +372,7 @@ def test_stacking_of_more_classes_shares_the_four_weights_and_biases_each_class(
 
 
 def test_ngram_stage_stacks_on_more_than_two_classes(tmp_path):
-    from tests.test_sources import topic_rows, write_table
+    from tests.source_data import topic_rows, write_table
 
     rows = [{"text": f"{t} {d}", "label": y} for t, d, y in topic_rows(300, 0)]
     csv = write_table(tmp_path / "topics.csv", rows)

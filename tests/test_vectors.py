@@ -18,7 +18,7 @@ from gru_lightning.predict import Predictor
 from gru_lightning.train import train
 from gru_lightning.vectors import Sentences, WordVectors, read_vectors, words_of
 from tests.conftest import compose_train_config
-from tests.test_sources import _tweeteval_folder
+from tests.source_data import tweeteval_folder
 
 VOCAB = {"[PAD]": 0, "[UNK]": 1, "good": 2, "bad": 3, "film": 4}
 
@@ -90,9 +90,9 @@ def test_settings_are_checked_when_made(tmp_path):
 
 
 def _datamodule(tmp_path: Path):
-    folder = _tweeteval_folder(tmp_path / "topics")
+    folder = tweeteval_folder(tmp_path / "topics")
     dm = TextDataModule.from_settings(LinesSource, dir=str(folder), max_features=200, maxlen=16,
-                                cache_dir=str(tmp_path / "cache"))
+                                      cache_dir=str(tmp_path / "cache"))
     dm.setup("fit")
     return dm
 
@@ -137,7 +137,7 @@ def test_vectors_train_from_the_texts_on_disk_as_from_a_list(tmp_path):
 
 
 def test_vectors_reach_the_embedding_frozen_and_travel_in_the_checkpoint(tmp_path):
-    folder = _tweeteval_folder(tmp_path / "topics")
+    folder = tweeteval_folder(tmp_path / "topics")
     cfg = compose_train_config(tmp_path, None, "data=lines", f"data.dir={folder}",
                                "data.max_features=200", "data.maxlen=16", "vectors=word2vec",
                                "vectors.workers=1", "vectors.min_count=1",
