@@ -8,7 +8,9 @@
                   weights (stack.py `Stack.to_dict`), or None
     format        CHECKPOINT_FORMAT and the release that wrote it
 
-Checkpoints are read with `weights_only=True` (no pickled code runs). Older formats are
+Checkpoints are read with `weights_only=True` (no pickled code runs); a stack's scorer is a
+class the checkpoint names, imported by name (a module on the path) and refused unless it is
+a `stack.TextScorer`. Older formats are
 upgraded on reading (`upgrade`): release 0.1.0's (format 1: the network's settings among
 Lightning's hyperparameters, no `net.` prefix) and those of releases up to 0.6.0 (format 2:
 the stacked n-gram model under `ngram`, no scorer's path).
@@ -96,7 +98,7 @@ def upgrade(checkpoint: dict[str, Any]) -> None:
     if stack is not None:  # format 2: the n-gram model was the only scorer
         stack["scorer"] = NGRAM_SCORER
         stack["model"] = stack.pop("ngram")
-        stack.setdefault("stacking_l2", 1e-3)  # release 0.1.0's, before it was a setting
+        stack.setdefault("stacking_l2", 1e-3)  # the fixed value of releases before the setting
         stack.setdefault("validation_folds", 0)
     checkpoint["format"] = {"checkpoint": CHECKPOINT_FORMAT,
                             "release": checkpoint.get("format", {}).get("release", "0.1.0")}

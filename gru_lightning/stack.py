@@ -54,7 +54,7 @@ class TextScores:
 
     @classmethod
     def of_batch(cls, batch: dict[str, torch.Tensor]) -> TextScores:
-        if LOGITS not in batch:
+        if LOGITS not in batch or LOG_LENGTH not in batch:
             raise RuntimeError("the batches carry no scores of the stacked model: the stack's "
                                "prepare() (or add_scores()) adds them to the data first")
         return cls(batch[LOGITS], batch[LOG_LENGTH])
@@ -70,7 +70,8 @@ class TextScorer(abc.ABC):
 
     @abc.abstractmethod
     def settings(self) -> dict[str, Any]:
-        """The settings that change the fit: part of the cache key and the checkpoint."""
+        """The constructor's keyword arguments that change the fit: the cache key, and what
+        `out_of_fold_logits` builds its fold models with."""
 
     @abc.abstractmethod
     def fit(self, texts: Sequence[str], labels: torch.Tensor, num_classes: int
@@ -175,8 +176,8 @@ class Stack:
         data's cache entry and these settings: seeds and network settings share it), and
         attach its scores to the splits. Returns its own accuracies."""
         if not datamodule.has_validation_split:
-            raise ValueError("ngram=nbsvm fits its stacking weights on validation texts, held "
-                             "out of training: set data.val_size > 0")
+            raise ValueError(f"the stack of {self.describe()} fits its weights on validation "
+                             "texts, held out of training: set data.val_size > 0")
         start = time.perf_counter()
         model = self.model
         path = datamodule.derived_cache_path("ngram", {
@@ -194,15 +195,15 @@ class Stack:
             return fitted
 
         # Parallel sweep jobs fit it once.
-        fitted = cache.load_or_build(path, fit, "N-gram model")
+        fitted = cache.load_or_build(path, fit, f"Stacked model ({type(model).__name__})")
         self.model = type(model).from_dict(fitted["model"])
         if self.folds:  # the network trains on top of the out-of-fold logits
             logits = fitted["train_logits"].reshape(len(texts["train"]), -1)
             datamodule.attach("train", {LOGITS: logits})
         metrics = self.add_scores(datamodule, texts)
         metrics["ngram/seconds"] = time.perf_counter() - start
-        log.info("n-gram model alone: val accuracy %.4f, test accuracy %.4f (%.1f s, the "
-                 "stage in all)", metrics["ngram/val_acc"], metrics["ngram/test_acc"],
+        log.info("%s alone: val accuracy %.4f, test accuracy %.4f (%.1f s, the stage in all)",
+                 self.describe(), metrics["ngram/val_acc"], metrics["ngram/test_acc"],
                  metrics["ngram/seconds"])
         return metrics
 

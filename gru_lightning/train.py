@@ -125,20 +125,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Vanishing gradients through long texts become denormal floats, which x86 CPUs compute
     # on many times slower (docs/experiments.md).
     torch.set_flush_denormal(cfg.flush_denormal)
-    datamodule, model, trainer, metrics = _build(cfg)
+    datamodule, model, trainer, n_params, metrics = _build(cfg)
     _fit(trainer, model, datamodule, cfg.ckpt_path, output_dir)
-    metrics.update(_fit_metrics(trainer))
+    fit_seconds = _fit_seconds(trainer)  # before testing: the fit's time alone
+    metrics.update(_validation_metrics(trainer))
     if cfg.test:
         metrics.update(_test(trainer, model, datamodule, cfg.test_weights))
+    metrics["epochs"] = trainer.current_epoch
+    metrics["params"] = n_params
     metrics["classes"] = datamodule.class_names
+    if fit_seconds is not None:
+        metrics["fit_seconds"] = fit_seconds
+    if fit_seconds is not None and trainer.current_epoch:
+        # Timer's state is checkpointed, so a resumed run counts all of its epochs.
+        metrics["seconds_per_epoch"] = fit_seconds / trainer.current_epoch
     write_status(output_dir, "completed", metrics)
     _log_final(trainer, _hyperparameters(cfg, datamodule.num_classes), metrics)
     return metrics
 
 
-def _build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer, dict[str, Any]]:
-    """The data (prepared and set up), the classifier, the trainer, and the stages before
-    training (word vectors, a stacked model); returns the stages' metrics too."""
+def _build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer, int, dict[str, Any]]:
+    """The data (prepared and set up), the classifier, the trainer, its trainable parameters,
+    and the stages before training (word vectors, a stacked model) with their metrics."""
     # Everything that can reject the config is built before any data work; the classifier
     # waits for the data's classes (its settings are checked already).
     datamodule = instantiate(cfg.data)
@@ -158,8 +166,7 @@ def _build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer, dict[str, Any]]:
     log.info("Model: %s trainable parameters, %d classes", f"{n_params:,}",
              datamodule.num_classes)
     metrics: dict[str, Any] = stack.prepare(datamodule) if stack is not None else {}
-    metrics["params"] = n_params
-    return datamodule, model, trainer, metrics
+    return datamodule, model, trainer, n_params, metrics
 
 
 def _fit(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_path: str | None,
@@ -178,11 +185,14 @@ def _fit(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_path: str | None,
         raise interrupted(trainer, output_dir) from None
 
 
-def _fit_metrics(trainer: L.Trainer) -> dict[str, Any]:
-    """The fit's validation metrics, the monitored metric's best, epochs and times."""
+def _fit_seconds(trainer: L.Trainer) -> float | None:
+    """The fit's seconds by the Timer callback, where the run has one."""
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-    # Read before testing: the fit's time alone.
-    fit_seconds = timer.time_elapsed("train") if timer is not None else None
+    return timer.time_elapsed("train") if timer is not None else None
+
+
+def _validation_metrics(trainer: L.Trainer) -> dict[str, Any]:
+    """The last validation's metrics, and the monitored metric's best."""
     metrics = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     # The checkpoint that monitors a metric; last.ckpt's callback monitors nothing.
     checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
@@ -190,12 +200,6 @@ def _fit_metrics(trainer: L.Trainer) -> dict[str, Any]:
         # Its best value by its mode, for any monitor (e.g. val/loss_best): what a sweep's
         # optimized_metric (${monitor}_best) reads; val/acc_best and val/macro_f1_best are logged.
         metrics.setdefault(f"{checkpoint.monitor}_best", checkpoint.best_model_score.item())
-    metrics["epochs"] = trainer.current_epoch
-    if fit_seconds is not None:
-        metrics["fit_seconds"] = fit_seconds
-    if fit_seconds is not None and trainer.current_epoch:
-        # Timer's state is checkpointed, so a resumed run counts all of its epochs.
-        metrics["seconds_per_epoch"] = fit_seconds / trainer.current_epoch
     return metrics
 
 

@@ -241,3 +241,21 @@ def test_hydra_full_error_shows_the_traceback_of_an_error_shown_as_one_line(tmp_
     assert "HYDRA_FULL_ERROR=1 shows where it was raised" in short.stderr + short.stdout
     full = run({"HYDRA_FULL_ERROR": "1"})
     assert full.returncode == 1 and "Traceback" in full.stderr and message in full.stderr
+
+
+def test_a_data_config_of_release_0_6_names_the_form_that_replaced_it(tmp_path):
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from gru_lightning.data.files import FilesSource
+
+    old = OmegaConf.create({"_target_": "gru_lightning.data.files.FilesSource.datamodule",
+                            "train_file": str(tmp_path / "x.csv")})
+    with pytest.raises(InstantiationException,
+                       match=r"FilesSource\.datamodule is gone since gru-lightning 0\.7\.0.*"
+                             r"source: gru_lightning\.data\.files\.FilesSource"):
+        instantiate(old)
+    with pytest.raises(ValueError, match=r"TextDataModule\.from_settings\(FilesSource, \.\.\.\)"):
+        FilesSource.datamodule(train_file="x.csv")
+    assert not list(tmp_path.iterdir())  # nothing written

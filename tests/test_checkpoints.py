@@ -115,3 +115,49 @@ class Exploit:
 
     def __reduce__(self):
         return (Path.touch, (self.path,))
+
+
+# Release 0.6.0 (format 2: the stacked n-gram model under `ngram`, no scorer's path).
+V060 = FIXTURES / "release-0.6.0-nbsvm.pt"
+V060_PREDICTIONS = json.loads((FIXTURES / "release-0.6.0-nbsvm.json").read_text())
+
+
+def _v060_settings(tmp_path: Path) -> list[str]:
+    """The data and settings release 0.6.0 trained the fixture with."""
+    import csv
+
+    from tests.conftest import synthetic_reviews
+
+    path = tmp_path / "train.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label"])
+        writer.writerows([t, "pos" if y else "neg"] for t, y in synthetic_reviews(600, 0))
+    return ["data=files", f"data.train_file={path}", "data.max_features=100",
+            "data.maxlen=24", "data.val_size=100", "model.net.embedding_dim=8",
+            "model.net.hidden_size=8", "ngram=nbsvm", "ngram.model.buckets_log2=10",
+            "ngram.model.max_vocab=200"]
+
+
+def test_release_0_6_0_predicts_as_it_did_then_to_the_last_bit():
+    predictor = Predictor.from_checkpoint(V060, device="cpu")
+    texts = V060_PREDICTIONS["texts"]
+    assert torch.equal(predictor.predict_proba(texts),
+                       torch.tensor(V060_PREDICTIONS["probabilities"]))
+    assert [p.label for p in predictor.predict(texts)] == V060_PREDICTIONS["labels"]
+    state = checkpoints.read(V060)
+    assert state["stack"]["scorer"] == checkpoints.NGRAM_SCORER and "ngram" not in state["stack"]
+    assert state["format"] == {"checkpoint": checkpoints.CHECKPOINT_FORMAT, "release": "0.6.0"}
+    assert TextClassifier.from_checkpoint(str(V060)).stack.model.num_classes == 2
+
+
+def test_release_0_6_0_resumes_training(tmp_path):
+    from tests.conftest import compose_train_config
+
+    cfg = compose_train_config(tmp_path, None, *_v060_settings(tmp_path),
+                               "trainer.max_epochs=3", f"ckpt_path={V060}")
+    metrics = train(cfg)
+    assert metrics["epochs"] == 3 and metrics["test/acc"] >= V060_PREDICTIONS["test_acc"] - 0.02
+    resumed = checkpoints.read(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert resumed["epoch"] == 2 and resumed["format"]["release"] == gru_lightning.__version__
+    assert resumed["stack"]["scorer"] == checkpoints.NGRAM_SCORER

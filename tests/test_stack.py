@@ -303,7 +303,7 @@ def test_a_second_run_reads_the_ngram_model_from_the_cache(compose_train, tmp_pa
     with caplog.at_level(logging.INFO, logger="gru_lightning.data.cache"):
         second = train(compose_train("ngram=nbsvm", "ngram.model.buckets_log2=14", "seed=3",
                                      f"paths.output_dir={tmp_path / 'again'}"))
-    assert "N-gram model found in cache" in caplog.text
+    assert "Stacked model (NGramModel) found in cache" in caplog.text
     assert second["ngram/test_acc"] == first["ngram/test_acc"]
 
 

@@ -57,6 +57,16 @@ class TextSource:
         """The setting that names the data, for messages, e.g. data.train_file='x.csv'."""
         raise NotImplementedError
 
+    @classmethod
+    def datamodule(cls, **settings: Any) -> None:
+        """The data module's factory until release 0.6.0 (`_target_: <Source>.datamodule`): a
+        config that still names it is told the form that replaced it."""
+        raise ValueError(
+            f"{cls.__name__}.datamodule is gone since gru-lightning 0.7.0: a data config says "
+            f"`_target_: gru_lightning.data.datamodule.TextDataModule.from_settings` and "
+            f"`source: {cls.__module__}.{cls.__qualname__}` (as conf/data/files.yaml); in "
+            f"Python, TextDataModule.from_settings({cls.__name__}, ...)")
+
     def check_labels(self, labels: dict[str, list[Any]], class_names: list[str] | None,
                      ) -> tuple[dict[str, list[int]], list[str]]:
         """Label ids 0..K-1 per split and the class names (`checks.label_ids`); a source may

@@ -177,11 +177,9 @@ def char_range(value: Sequence[int] | None) -> tuple[int, int] | None:
     return values[0], values[1]
 
 
-
 def bag_sizes(ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """How many ids each bag of (ids, offsets) holds."""
     return torch.diff(offsets, append=torch.tensor([len(ids)]))
-
 
 
 class Bags:
