@@ -91,7 +91,7 @@ def _hyperparameters(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
             else:
                 params[f"{prefix}/{key}"] = value
 
-    for group in ("data", "model", "ngram", "vectors"):
+    for group in ("data", "model", "ngram", "vectors", "pretrain"):
         flatten(group, cfg.get(group) or {})
     return params
 
@@ -153,6 +153,7 @@ def _build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer, int, dict[str, Any]]:
     make_classifier = instantiate(cfg.model, _partial_=True)
     stack = instantiate(cfg.ngram) if cfg.get("ngram") else None
     vectors = instantiate(cfg.vectors) if cfg.get("vectors") else None
+    pretrain = instantiate(cfg.pretrain) if cfg.get("pretrain") else None
     trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.callbacks),
                           logger=_instantiate_all(cfg.logger) or False)
     datamodule.prepare_data()
@@ -162,6 +163,8 @@ def _build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer, int, dict[str, Any]]:
     model = make_classifier(net=net, num_classes=datamodule.num_classes, stack=stack)
     if vectors is not None and cfg.ckpt_path is None:  # a resumed run has trained weights
         vectors.initialise(model.net, *vectors.prepare(datamodule))
+    if pretrain is not None and cfg.ckpt_path is None:  # from the vectors, where any
+        pretrain.initialise(model.net, pretrain.prepare(datamodule, model.net))
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("Model: %s trainable parameters, %d classes", f"{n_params:,}",
              datamodule.num_classes)

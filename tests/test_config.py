@@ -18,7 +18,7 @@ from gru_lightning.train import CONFIG_DIR, compose_config, train
 from tests.conftest import QUIET, synthetic_reviews, write_parquet_copy
 
 CHOICES = ["data=imdb", "data=hub", "data=files", "data=folder", "data=lines",
-           "model=classifier", "ngram=nbsvm", "vectors=word2vec"]
+           "model=classifier", "ngram=nbsvm", "vectors=word2vec", "pretrain=lm"]
 # The own-data sources' overlay: the data's own choices (conf/data/_own.yaml) and the training
 # defaults they select (conf/recipe/own_data.yaml), in place of the constructors' defaults
 # (IMDB's and the notebook's).
@@ -119,7 +119,7 @@ def test_every_experiment_runs_a_batch(tmp_path, experiment):
                                        ["trainer=ddp_cpu"], ["logger=csv"],
                                        ["callbacks=early_stopping"], ["callbacks=ema"],
                                        ["data=hub"], ["data=files"], ["data=folder"],
-                                       ["data=lines"],
+                                       ["data=lines"], ["pretrain=lm"],
                                        ["hparams_search=optuna"], ["debug=fast_dev_run"]])
 def test_every_config_group_composes_and_instantiates(overrides, tmp_path):
     """What train.py builds before any data work, for each choice of each group."""
