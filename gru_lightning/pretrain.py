@@ -77,8 +77,9 @@ class LanguageModelPretraining:
         unlabeled_file: more texts (one per line, or .csv/.jsonl/.parquet with a `text`
             column) beside the training texts; never the validation or test texts.
         epochs: passes over the texts.
-        max_minutes: a time budget: the stage stops after the step that spends it (None: no
-            budget); a stopped stage is kept as it is.
+        max_minutes: a time budget for the stage (half for each model of a bidirectional
+            network, the second getting what the first left): a model stops after the step
+            that spends its share (None: no budget); a stopped stage is kept as it is.
         bptt: tokens per row between two updates (truncated back-propagation's length).
         batch_size: rows at once: the stream is cut into this many parallel parts.
         lr: Adam's learning rate.
@@ -150,13 +151,18 @@ class LanguageModelPretraining:
 
                 texts.append(read_unlabeled(self.unlabeled_file))
             stream = token_stream(datamodule.text_encoder.tokenizer, texts)
+            # One budget for the stage: a bidirectional network's two models share it.
+            deadline = (time.monotonic() + 60 * self.max_minutes / (2 if backward[1] else 1)
+                        if self.max_minutes else None)
             weights = {}
             for name, (embedding, rnn) in (("forward", forward), ("backward", backward)):
                 if rnn is None:
                     continue
                 part = stream if name == "forward" else stream.flip(0)
                 model = LanguageModel(embedding, rnn, cutoffs)
-                self.train(model, part, path.with_suffix(f".{name}"))
+                self.train(model, part, path.with_suffix(f".{name}"), deadline)
+                if deadline is not None:  # the second model gets what the first left
+                    deadline += 60 * self.max_minutes / 2
                 weights.update(handed_over(model, name))
             return weights
 
@@ -172,10 +178,11 @@ class LanguageModelPretraining:
             "unlabeled": file_signature([self.unlabeled_file]) if self.unlabeled_file
             else None})
 
-    def train(self, model: LanguageModel, stream: torch.Tensor, checkpoints: Path
-              ) -> LanguageModel:
+    def train(self, model: LanguageModel, stream: torch.Tensor, checkpoints: Path,
+              deadline: float | None = None) -> LanguageModel:
         """`epochs` passes over `stream`, each ending with a checkpoint in the folder
-        `checkpoints` that a stopped stage resumes from; stops early at `max_minutes`."""
+        `checkpoints` that a stopped stage resumes from; stops early at `deadline`
+        (`time.monotonic()`'s)."""
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         first_epoch = _resume(model, optimizer, checkpoints)
         width = (len(stream) - 1) // self.batch_size
@@ -184,7 +191,6 @@ class LanguageModelPretraining:
                              f"pretrain.batch_size={self.batch_size} rows")
         inputs = stream[: width * self.batch_size].view(self.batch_size, width).long()
         targets = stream[1 : width * self.batch_size + 1].view(self.batch_size, width).long()
-        deadline = (time.monotonic() + 60 * self.max_minutes) if self.max_minutes else None
         model.train()
         for epoch in range(first_epoch, self.epochs):
             if self._epoch(model, optimizer, inputs, targets, epoch, deadline):

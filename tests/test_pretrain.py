@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import pytest
 import torch
@@ -196,3 +197,14 @@ def test_token_stream_reads_every_text_in_order():
     assert stream.tolist() == [vocab["a"], vocab["b"], vocab["c"], 0, vocab["c"], vocab["d"], 0,
                                vocab["a"], 0]
     assert pretrain_module.PAD_ID == 0
+
+
+def test_the_budget_stops_the_stage_after_the_step_that_spends_it(tmp_path, caplog):
+    stream, net = _stream_and_net()
+    (embedding, rnn), _ = directions(net)
+    stage = LanguageModelPretraining(epochs=3, max_minutes=1e-9, **SMALL)
+    with caplog.at_level(logging.INFO, logger="gru_lightning.pretrain"):
+        stage.train(LanguageModel(embedding, rnn, [20]), stream, tmp_path / "ck",
+                    time.monotonic())
+    assert "pretrain.max_minutes=1e-09 spent: the stage stops here, in epoch 1" in caplog.text
+    assert not (tmp_path / "ck" / "last.pt").exists()  # stopped inside its first pass
