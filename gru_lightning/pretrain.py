@@ -39,6 +39,7 @@ from torch import nn
 from gru_lightning.data import cache
 from gru_lightning.data.base import file_signature
 from gru_lightning.preprocessing import PAD_ID
+from gru_lightning.runtime.fused_gru import FusedGRU
 from gru_lightning.settings import positive_int
 
 if TYPE_CHECKING:
@@ -64,7 +65,10 @@ class LanguageModel(nn.Module):
                 ) -> tuple[torch.Tensor, Any]:
         """The mean negative log-likelihood of `targets` (the words after `ids`), and the
         state to carry into the next rows (detached)."""
-        outputs, state = self.rnn(self.embedding(ids), state)
+        if isinstance(self.rnn, FusedGRU):  # the input projection once per distinct word
+            outputs, state = self.rnn.forward_ids(ids, self.embedding.weight, state)
+        else:
+            outputs, state = self.rnn(self.embedding(ids), state)
         loss = self.softmax(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1)).loss
         state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
         return loss, state
