@@ -4,7 +4,8 @@ that sizes a pre-training stage (how many tokens of IMDB's 75k reviews fit in mi
 The network is the classifier's (embedding 128 -> the project's fused GRU, hidden 64, or the
 best config's sizes); the output layer is the variable: a full softmax over the vocabulary,
 PyTorch's adaptive softmax (Grave et al. 2017), or a full softmax tied to the embedding
-(through a projection of the state to the embedding's width). Batches are IMDB's training
+(through a projection of the state to the embedding's width); and the stage's own model
+(`pretrain=lm`: adaptive softmax, cutoffs 2,000 / 8,000). Batches are IMDB's training
 reviews as one token stream, `--batch` rows of `--bptt` tokens, the state carried across
 batches (truncated back-propagation), Adam; the median of `--repeats` timed rounds of
 `--steps` steps each, the variants alternating.
@@ -26,7 +27,10 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gru_lightning.networks.rnn import RNN
 from gru_lightning.preprocessing import PAD_ID, TextEncoder
+from gru_lightning.pretrain import LanguageModel as StageModel
+from gru_lightning.pretrain import directions
 from gru_lightning.runtime.fused_gru import FusedGRU
 
 
@@ -89,6 +93,10 @@ def main() -> None:
         batches = stream[: width * args.batch].view(args.batch, width)
         models = {name: LanguageModel(vocab, 128, 64, name)
                   for name in ("full", "adaptive", "tied")}
+        # The stage itself (gru_lightning/pretrain.py, pretrain=lm) on the same network.
+        (embedding, rnn), _ = directions(RNN(vocab_size=vocab).build(2))
+        models["pretrain=lm"] = StageModel(embedding, rnn, [c for c in (2000, 8000)
+                                                            if c < vocab - 1])
         optimizers = {name: torch.optim.Adam(m.parameters(), 1e-3) for name, m in models.items()}
         timings: dict[str, list[float]] = {name: [] for name in models}
         for _ in range(args.repeats):
