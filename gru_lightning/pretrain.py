@@ -254,7 +254,9 @@ def directions(network: nn.Module) -> tuple[tuple[nn.Embedding, nn.RNNBase],
                          batch_first=True, dropout=rnn.dropout)
         cell.load_state_dict({name: rnn.state_dict()[name + suffix]
                               for name in cell.state_dict()})
-        copy = nn.Embedding.from_pretrained(embedding.weight.detach().clone(), freeze=False)
+        # A frozen embedding (model.net.freeze_embedding) stays as it is here too.
+        copy = nn.Embedding.from_pretrained(embedding.weight.detach().clone(),
+                                            freeze=not embedding.weight.requires_grad)
         cells.append((copy, cell))
     return cells[0], cells[1] if len(cells) > 1 else (cells[0][0], None)
 

@@ -208,3 +208,14 @@ def test_the_budget_stops_the_stage_after_the_step_that_spends_it(tmp_path, capl
                     time.monotonic())
     assert "pretrain.max_minutes=1e-09 spent: the stage stops here, in epoch 1" in caplog.text
     assert not (tmp_path / "ck" / "last.pt").exists()  # stopped inside its first pass
+
+
+def test_a_frozen_embedding_stays_as_it_was(tmp_path):
+    encoder = TextEncoder.fit(TEXTS, 100, 24)
+    stream = token_stream(encoder.tokenizer, [TEXTS])
+    net = RNN(vocab_size=100, embedding_dim=8, hidden_size=8, freeze_embedding=True).build(2)
+    (embedding, rnn), _ = directions(net)
+    model = LanguageModel(embedding, rnn, [20])
+    LanguageModelPretraining(**SMALL).train(model, stream, tmp_path / "ck")
+    assert torch.equal(handed_over(model, "forward")["embedding.weight"], net.embedding.weight)
+    assert not torch.equal(handed_over(model, "forward")["rnn.weight_hh_l0"], net.rnn.weight_hh_l0)
