@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
-from gru_lightning import checkpoints
+from gru_lightning import checkpoints, finetuning
 from gru_lightning.metrics import BEST, MONITOR, EpochOutputs, metric_collection
 from gru_lightning.networks.base import NetworkSettings, predicted_classes, probabilities
 from gru_lightning.objectives import (
@@ -27,7 +27,7 @@ from gru_lightning.preprocessing import TextEncoder
 if TYPE_CHECKING:
     from gru_lightning.stack import Stack
 
-Schedule = Literal["constant", "cosine"]
+Schedule = Literal["constant", "cosine", "slanted"]
 STAGES = ("train", "val", "test")
 
 
@@ -43,8 +43,14 @@ class TextClassifier(L.LightningModule):
         num_classes: classes of the task; train.py takes it from the data.
         optimizer: a partial optimizer that takes the parameters (`_partial_: true` in
             conf/model/); None for a classifier that only predicts.
-        lr_schedule: "constant" (the notebook), or "cosine": from the optimizer's lr down to 0
-            over the run's steps (`trainer.max_epochs`), updated every step.
+        lr_schedule: "constant" (the notebook), "cosine": from the optimizer's lr down to 0
+            over the run's steps (`trainer.max_epochs`), updated every step, or "slanted":
+            linearly down to lr/32 (finetuning.py).
+        warmup: the share of the run's steps over which the learning rate first rises
+            linearly from lr/32 to lr (ULMFiT's slanted triangle: 0.1 with "slanted").
+        lr_decay: discriminative learning rates: the head at the optimizer's lr, the layer
+            group below it (the recurrent layers) at lr / lr_decay, the embedding at
+            lr / lr_decay**2 (ULMFiT: 2.6); 1: one rate for all.
         stack: a model stacked on the network (stack.py, `ngram=nbsvm`), or None.
         class_weights: None (every text weighs the same: the notebook), "balanced" (each
             class weighs in the loss as much as any other: n / (classes * n_class) per text,
@@ -59,11 +65,20 @@ class TextClassifier(L.LightningModule):
     def __init__(self, net: NetworkSettings, num_classes: int = 2,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  lr_schedule: Schedule = "constant", stack: Stack | None = None,
-                 class_weights: ClassWeights = None, adversarial: float = 0.0) -> None:
+                 class_weights: ClassWeights = None, adversarial: float = 0.0,
+                 warmup: float = 0.0, lr_decay: float = 1.0) -> None:
         super().__init__()
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"model.lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        if lr_schedule not in finetuning.SCHEDULES:
+            raise ValueError(f"model.lr_schedule must be one of {', '.join(finetuning.SCHEDULES)}"
+                             f", got {lr_schedule!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int | float) or not (
+                0 <= warmup < 1):
+            raise ValueError(f"model.warmup must be a share of the steps in [0, 1), got "
+                             f"{warmup!r}")
+        if isinstance(lr_decay, bool) or not isinstance(lr_decay, int | float) or not (
+                lr_decay > 0):
+            raise ValueError(f"model.lr_decay must be a number > 0 (1: one learning rate), "
+                             f"got {lr_decay!r}")
         if class_weights not in (None, "balanced", "auto"):
             raise ValueError(f"model.class_weights must be null, balanced or auto, got "
                              f"{class_weights!r}")
@@ -226,12 +241,20 @@ class TextClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.make_optimizer is None:
             raise RuntimeError("this classifier was built without an optimizer: it predicts only")
-        optimizer = self.make_optimizer(params=self.parameters())
-        if self.hparams.lr_schedule == "constant":
+        params: Any = self.parameters()
+        if self.hparams.lr_decay != 1:
+            others = [p for name, p in self.named_parameters() if not name.startswith("net.")]
+            params = finetuning.discriminative_param_groups(self.net, others,
+                                                            self.hparams.lr_decay)
+        optimizer = self.make_optimizer(params=params)
+        for group in optimizer.param_groups:
+            group["lr"] *= group.pop("lr_factor", 1.0)
+        schedule, warmup = self.hparams.lr_schedule, self.hparams.warmup
+        if schedule == "constant" and not warmup:
             return optimizer
         # Steps of the whole run (all epochs), so a resumed run continues the same curve.
         steps = self.trainer.estimated_stepping_batches
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        scheduler = finetuning.scheduler(optimizer, schedule, warmup, steps)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -50,11 +50,6 @@ def test_a_classifier_without_an_optimizer_says_it_predicts_only():
         TextClassifier(SMALL_NET, 2).configure_optimizers()
 
 
-def test_bad_schedule_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"model\.lr_schedule must be 'constant' or 'cosine'"):
-        TextClassifier(SMALL_NET, 2, lr_schedule="step")
-
-
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_validation_metrics_are_torchmetrics_over_the_whole_split(num_classes):
     """Batches of 64, 64 and 17: the logged accuracy, F1 and AUROC are those of torchmetrics
