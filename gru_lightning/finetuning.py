@@ -1,5 +1,5 @@
 """Fine-tuning a pre-trained network as ULMFiT does (Howard & Ruder 2018, section 3.2), each
-part a setting (conf/experiment/gru_nbsvm_lm.yaml turns all three on):
+part a setting, all off by default:
 
 - discriminative learning rates: the optimizer's lr for the top layer group, divided by
   `model.lr_decay` for each group below it (`layer_groups`; ULMFiT: 2.6);
@@ -7,7 +7,7 @@ part a setting (conf/experiment/gru_nbsvm_lm.yaml turns all three on):
   `model.lr_schedule` (`lr_factor`; `slanted` with a warm-up of 0.1 is ULMFiT's slanted
   triangular rate);
 - gradual unfreezing: the head trains alone, then the layer groups below join one at a time
-  (`GradualUnfreezing`, a callback: `callbacks/_gradual_unfreezing.yaml`).
+  (`GradualUnfreezing`, a callback: `callbacks=gradual_unfreezing`).
 
 A network's layer groups, bottom to top: its `embedding`, its `rnn` (where it has them), and
 every other parameter (the classifier's head).
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 # ULMFiT's ratio of the largest learning rate to the smallest of its slanted triangle.
-RATIO = 32
+SLANTED_RATIO = 32
 SCHEDULES = ("constant", "cosine", "slanted")
 
 
@@ -58,12 +58,12 @@ def lr_factor(step: int, steps: int, schedule: str, warmup: float) -> float:
     (`cosine`), or linearly back down to 1/32 (`slanted`)."""
     rise = round(warmup * steps)
     if step < rise:
-        return (1 + (RATIO - 1) * step / rise) / RATIO
+        return (1 + (SLANTED_RATIO - 1) * step / rise) / SLANTED_RATIO
     done = min((step - rise) / max(steps - rise, 1), 1.0)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * done))
     if schedule == "slanted":
-        return (1 + (RATIO - 1) * (1 - done)) / RATIO
+        return (1 + (SLANTED_RATIO - 1) * (1 - done)) / SLANTED_RATIO
     return 1.0
 
 

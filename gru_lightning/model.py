@@ -5,6 +5,7 @@ the optimizer, and what travels with every checkpoint (checkpoints.py). A stacke
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -254,6 +255,9 @@ class TextClassifier(L.LightningModule):
             return optimizer
         # Steps of the whole run (all epochs), so a resumed run continues the same curve.
         steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ValueError(f"model.lr_schedule={schedule} with model.warmup={warmup} needs a "
+                             "run of known length: set trainer.max_epochs or trainer.max_steps")
         scheduler = finetuning.scheduler(optimizer, schedule, warmup, steps)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -118,6 +118,7 @@ def test_every_experiment_runs_a_batch(tmp_path, experiment):
 @pytest.mark.parametrize("overrides", [["trainer=cpu"], ["trainer=gpu"], ["trainer=ddp"],
                                        ["trainer=ddp_cpu"], ["logger=csv"],
                                        ["callbacks=early_stopping"], ["callbacks=ema"],
+                                       ["callbacks=gradual_unfreezing"],
                                        ["data=hub"], ["data=files"], ["data=folder"],
                                        ["data=lines"], ["pretrain=lm"],
                                        ["hparams_search=optuna"], ["debug=fast_dev_run"]])

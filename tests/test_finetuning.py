@@ -5,6 +5,7 @@ stays frozen, a resumed run opens the same groups), and one clear message per ba
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -13,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from gru_lightning.data.batches import SliceBatchSampler, TensorBatchDataset, batch_as_is
-from gru_lightning.finetuning import GradualUnfreezing, layer_groups, lr_factor
+from gru_lightning.finetuning import GradualUnfreezing, layer_groups, lr_factor, scheduler
 from gru_lightning.model import TextClassifier
 from gru_lightning.networks import RNN
 
@@ -67,8 +68,14 @@ def test_discriminative_learning_rates_divide_by_the_decay_per_group_down():
     embedding, rnn, head = (group["params"] for group in optimizer.param_groups)
     assert embedding == [model.net.embedding.weight]
     assert rnn == list(model.net.rnn.parameters()) and head == list(model.net.head.parameters())
-    # lr_decay=1: one group, as before the setting existed.
-    assert len(TextClassifier(NET, 2, ADAM).configure_optimizers().param_groups) == 1
+    # The defaults: the optimizer alone, one group as before the settings existed; cosine
+    # without a warm-up is the CosineAnnealingLR that earlier runs resume with.
+    optimizer = TextClassifier(NET, 2, ADAM).configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1
+    assert optimizer.param_groups[0]["lr"] == 0.01
+    assert not {"name", "lr_factor"} & set(optimizer.param_groups[0])
+    assert isinstance(scheduler(optimizer, "cosine", 0.0, 10),
+                      torch.optim.lr_scheduler.CosineAnnealingLR)
 
 
 def test_the_scheduler_follows_the_factor_in_every_group(tmp_path):
@@ -149,7 +156,22 @@ def test_bad_fine_tuning_settings_are_one_clear_message_each(settings, message):
 
 
 @pytest.mark.parametrize("every", [0, -1, "1", None])
-def test_a_bad_unfreezing_interval_is_a_clear_message(every):
+def test_bad_unfreezing_intervals_are_a_clear_message(every):
     with pytest.raises(ValueError, match=r"callbacks\.gradual_unfreezing\.every must be a "
                                          r"number of epochs > 0"):
         GradualUnfreezing(every)
+
+
+def test_bad_gradual_unfreezing_on_several_devices_is_a_clear_message():
+    several = SimpleNamespace(world_size=2)  # a DDP trainer's view, without starting one
+    with pytest.raises(ValueError, match=r"trains on one device only; drop it "
+                                         r"\(callbacks\.gradual_unfreezing=null\)"):
+        GradualUnfreezing(1.0).on_train_start(several, TextClassifier(NET, 2, ADAM))
+
+
+def test_a_schedule_without_a_known_length_is_a_clear_message():
+    model = TextClassifier(NET, 2, ADAM, lr_schedule="slanted", warmup=0.1)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=float("inf"))  # max_epochs=-1
+    with pytest.raises(ValueError, match=r"model\.lr_schedule=slanted with model\.warmup=0\.1 "
+                                         r"needs a run of known length"):
+        model.configure_optimizers()
